@@ -1,0 +1,3 @@
+from gitsrv.cli import main
+
+main()

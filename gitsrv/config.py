@@ -1,0 +1,63 @@
+"""Settings shared by every gitsrv command: data folder, database, webhooks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "./gitsrv-data"
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise SystemExit(f"invalid {name}={value!r}: expected a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where gitsrv keeps its data and how it delivers webhooks.
+
+    `data_dir` holds `repos/` and, unless `database_url` is set, the embedded
+    SQLite database `gitsrv.db`.
+    """
+
+    data_dir: Path
+    database_url: str
+    # Seconds before the first webhook retry; later retries double it.
+    webhook_backoff: float = 5.0
+    # Seconds one webhook attempt may take before it counts as failed.
+    webhook_timeout: float = 10.0
+    # Seconds after which an undelivered event is given up.
+    webhook_max_age: float = 24 * 3600.0
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.data_dir / "repos"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(data_dir: str | os.PathLike[str] | None = None) -> Settings:
+    """Build the settings from an explicit data folder or the environment.
+
+    `data_dir` wins over `GITSRV_DATA`; `GITSRV_DATABASE_URL` (any SQLAlchemy
+    URL) replaces the SQLite file inside the data folder.
+    """
+    chosen = data_dir or os.environ.get("GITSRV_DATA") or DEFAULT_DATA_DIR
+    root = Path(chosen).expanduser().absolute()
+    database_url = os.environ.get("GITSRV_DATABASE_URL") or f"sqlite:///{root / 'gitsrv.db'}"
+    return Settings(
+        data_dir=root,
+        database_url=database_url,
+        webhook_backoff=_env_float("GITSRV_WEBHOOK_BACKOFF", 5.0),
+        webhook_timeout=_env_float("GITSRV_WEBHOOK_TIMEOUT", 10.0),
+        webhook_max_age=_env_float("GITSRV_WEBHOOK_MAX_AGE", 24 * 3600.0),
+    )

@@ -1,0 +1,111 @@
+"""git-upload-pack over stateless RPC, served by the git binary and streamed.
+
+git's own `upload-pack --stateless-rpc` does the negotiation and pack
+generation (protocol v0 and v2, shallow, deepen, filters, include-tag);
+this module feeds it the request body and streams its output without
+holding the pack in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from gitsrv.git.command import GIT, config_environ, git_environ
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+
+# Partial clone needs filters, and a lazy fetch of a missing blob asks for
+# it by id, which protocol v0 allows only with allowReachableSHA1InWant.
+UPLOAD_PACK_CONFIG = {
+    "uploadpack.allowFilter": "true",
+    "uploadpack.allowReachableSHA1InWant": "true",
+}
+
+
+def _environ(repo: Path, git_protocol: str | None) -> dict[str, str]:
+    extra = {"GIT_DIR": str(repo), **config_environ(UPLOAD_PACK_CONFIG)}
+    if git_protocol:
+        extra["GIT_PROTOCOL"] = git_protocol
+    return git_environ(extra)
+
+
+def protocol_version(git_protocol: str | None) -> int:
+    """Return the protocol version a `Git-Protocol` header value asks for."""
+    version = 0
+    for item in (git_protocol or "").split(":"):
+        key, _, value = item.partition("=")
+        if key == "version" and value.isdigit():
+            version = max(version, int(value))
+    return version
+
+
+def advertise_refs(repo: Path, git_protocol: str | None) -> bytes:
+    """Return upload-pack's ref advertisement (v0) or capability advertisement (v2)."""
+    result = subprocess.run(
+        [GIT, "upload-pack", "--stateless-rpc", "--advertise-refs", str(repo)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=_environ(repo, git_protocol),
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"git upload-pack --advertise-refs failed: {result.stderr.decode(errors='replace').strip()}")
+    return result.stdout
+
+
+def _feed(process: subprocess.Popen[bytes], body: BinaryIO) -> None:
+    assert process.stdin is not None
+    try:
+        shutil.copyfileobj(body, process.stdin, CHUNK)
+    except (BrokenPipeError, ValueError):
+        # upload-pack stopped reading early (for example on a bad request);
+        # its exit status and stderr tell what happened.
+        pass
+    except OSError as error:
+        log.warning("reading the upload-pack request failed: %s", error)
+    finally:
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
+
+
+def serve(repo: Path, body: BinaryIO, git_protocol: str | None, repo_name: str) -> Iterator[bytes]:
+    """Run one upload-pack request; yield the response as git writes it."""
+    process = subprocess.Popen(
+        [GIT, "upload-pack", "--stateless-rpc", str(repo)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_environ(repo, git_protocol),
+    )
+    feeder = threading.Thread(target=_feed, args=(process, body), daemon=True)
+    feeder.start()
+    assert process.stdout is not None and process.stderr is not None
+    finished = False
+    try:
+        while chunk := process.stdout.read1(CHUNK):
+            yield chunk
+        finished = True
+    finally:
+        if not finished:
+            # The client went away: stop generating a pack nobody reads.
+            process.kill()
+        feeder.join(timeout=5)
+        stderr = process.stderr.read()
+        returncode = process.wait()
+        if returncode != 0 and finished:
+            log.warning(
+                "upload-pack exited with %d: repo=%s error=%s",
+                returncode,
+                repo_name,
+                stderr.decode("utf-8", "replace").strip(),
+            )

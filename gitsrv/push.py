@@ -1,0 +1,285 @@
+"""Carry out one push: quarantine, inspect, decide, apply, record, report.
+
+The rules come from gitsrv.access.policy; this module gathers the facts
+they need, applies the accepted ref updates with compare-and-swap, records
+the push and its CI event in one transaction, and builds the response the
+git client reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from gitsrv.access.policy import (
+    ZERO_ID,
+    Classification,
+    RefUpdate,
+    Verdict,
+    apply_atomic,
+    classify,
+    decide,
+)
+from gitsrv.auth.store import Identity
+from gitsrv.db.engine import Database
+from gitsrv.db.models import Push, PushRefUpdate
+from gitsrv.git import pktline
+from gitsrv.git.command import GIT, git_environ
+from gitsrv.git.inspect import ObjectInspector
+from gitsrv.git.quarantine import Quarantine, UnpackError
+from gitsrv.git.receive_pack import PushRequest, format_report, read_request
+from gitsrv.git.refs import stale_reason, update_refs
+from gitsrv.git.repos import Repository
+from gitsrv.webhook.events import AcceptedRef, queue_push_event
+
+log = logging.getLogger(__name__)
+
+MISSING_OBJECTS = "missing necessary objects"
+
+
+@dataclass
+class RefResult:
+    """The outcome of one ref update: `ok`, `rejected` by policy, or `failed`."""
+
+    update: RefUpdate
+    classification: Classification
+    status: str
+    reason: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        return None if self.status == "ok" else self.reason
+
+
+@dataclass(frozen=True)
+class PushContext:
+    repository: Repository
+    identity: Identity
+    remote_addr: str | None
+    ref_limits: tuple[str, ...] = ()
+
+
+def _decide_all(
+    request: PushRequest, inspector: ObjectInspector, context: PushContext
+) -> list[Verdict]:
+    updates = request.updates
+    needs_peel = [u for u in updates if u.needs_ancestry]
+    peeled = inspector.peel_to_commits([u.old for u in needs_peel] + [u.new for u in needs_peel])
+    verdicts = []
+    for update in updates:
+        fast_forward = inspector.is_fast_forward(update, peeled) if update.needs_ancestry else False
+        classification = classify(update, fast_forward)
+        verdicts.append(decide(update, classification, context.identity.scopes, context.ref_limits))
+    return verdicts
+
+
+def _check_objects(
+    updates: list[RefUpdate], verdicts: list[Verdict], inspector: ObjectInspector
+) -> list[str | None]:
+    """Return, per update, MISSING_OBJECTS when an accepted update's objects are incomplete."""
+    errors: list[str | None] = [None] * len(updates)
+    candidates = [
+        index
+        for index, (update, verdict) in enumerate(zip(updates, verdicts))
+        if verdict.accepted and update.new != ZERO_ID
+    ]
+    if not candidates:
+        return errors
+    missing = inspector.missing_objects(updates[index].new for index in candidates)
+    for index in candidates:
+        if updates[index].new in missing:
+            errors[index] = MISSING_OBJECTS
+    complete = [index for index in candidates if errors[index] is None]
+    if inspector.is_connected(updates[index].new for index in complete):
+        return errors
+    for index in complete:
+        if not inspector.is_connected([updates[index].new]):
+            errors[index] = MISSING_OBJECTS
+    return errors
+
+
+def _apply(context: PushContext, request: PushRequest, accepted: list[RefUpdate]) -> dict[str, str]:
+    """Apply accepted updates; return the failure reason of each ref that did not change."""
+    repo = context.repository.path
+    error = update_refs(repo, accepted)
+    if error is None:
+        return {}
+    log.info("ref transaction failed, checking refs one by one: repo=%s error=%s", context.repository.name, error)
+    failures: dict[str, str] = {}
+    if request.atomic:
+        for update in accepted:
+            failures[update.ref] = stale_reason(repo, update) or "atomic push failure"
+        return failures
+    for update in accepted:
+        single_error = update_refs(repo, [update])
+        if single_error is not None:
+            failures[update.ref] = stale_reason(repo, update) or f"failed to update ref: {single_error}"
+    return failures
+
+
+def _record(
+    database: Database,
+    context: PushContext,
+    request: PushRequest,
+    results: list[RefResult],
+) -> tuple[str | None, int]:
+    """Store the push and, if any ref changed, its CI event; return (event id, target count)."""
+    accepted = [result for result in results if result.status == "ok" and result.classification is not Classification.READ]
+    with database.session() as session:
+        push = Push(
+            token_id=context.identity.token_id,
+            repository=context.repository.name,
+            remote_addr=context.remote_addr,
+            push_options=json.dumps(request.push_options),
+            atomic=request.atomic,
+        )
+        session.add(push)
+        session.flush()
+        for result in results:
+            session.add(
+                PushRefUpdate(
+                    push_id=push.id,
+                    ref=result.update.ref,
+                    old=result.update.old,
+                    new=result.update.new,
+                    classification=str(result.classification),
+                    status=result.status,
+                    reason=result.reason,
+                )
+            )
+        event_id, targets = None, 0
+        if accepted:
+            event, targets = queue_push_event(
+                session,
+                push.id,
+                context.repository.name,
+                [
+                    AcceptedRef(r.update.ref, r.update.old, r.update.new, str(r.classification))
+                    for r in accepted
+                ],
+                context.identity.token_id,
+                context.identity.name,
+                request.push_options,
+            )
+            event_id = event.id
+        session.commit()
+    return event_id, targets
+
+
+def _log_push(context: PushContext, results: list[RefResult]) -> None:
+    summary = " ".join(
+        f"{r.update.ref}:{r.update.old[:12]}..{r.update.new[:12]}:{r.classification}:{r.status}"
+        + (f"({r.reason})" if r.reason else "")
+        for r in results
+    )
+    log.info(
+        "push token=%d repo=%s remote=%s refs=%d %s",
+        context.identity.token_id,
+        context.repository.name,
+        context.remote_addr,
+        len(results),
+        summary,
+    )
+
+
+def _run_auto_gc(repo) -> None:
+    try:
+        subprocess.run(
+            [GIT, "gc", "--auto", "--quiet"],
+            env=git_environ({"GIT_DIR": str(repo)}),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.warning("git gc --auto failed: repo=%s error=%s", repo, error)
+
+
+def receive(
+    stream: BinaryIO,
+    context: PushContext,
+    database: Database,
+    on_event: Callable[[], None] = lambda: None,
+) -> Iterator[bytes]:
+    """Handle a receive-pack request body; yield the response body.
+
+    Raises pktline.ProtocolError before yielding anything when the request
+    is malformed.
+    """
+    request = read_request(stream)
+    if request is None:
+        # The probe request git sends before a large, chunked push.
+        return iter(())
+    return _receive(stream, request, context, database, on_event)
+
+
+def _receive(
+    stream: BinaryIO,
+    request: PushRequest,
+    context: PushContext,
+    database: Database,
+    on_event: Callable[[], None],
+) -> Iterator[bytes]:
+    repo = context.repository.path
+    messages: list[str] = []
+    unpack_error: str | None = None
+    results: list[RefResult]
+
+    with Quarantine(repo) as quarantine:
+        try:
+            quarantine.receive_pack(stream)
+        except UnpackError as error:
+            unpack_error = str(error)
+            log.warning("unpack failed: repo=%s token=%d error=%s", context.repository.name, context.identity.token_id, error)
+
+        if unpack_error is not None:
+            results = [RefResult(u, classify(u, False), "failed", "unpacker error") for u in request.updates]
+        else:
+            inspector = ObjectInspector(repo, quarantine.environ)
+            verdicts = _decide_all(request, inspector, context)
+            object_errors = _check_objects(request.updates, verdicts, inspector)
+            verdicts = [
+                Verdict(v.classification, False, error) if error else v
+                for v, error in zip(verdicts, object_errors)
+            ]
+            if request.atomic:
+                verdicts = apply_atomic(verdicts)
+            results = [
+                RefResult(u, v.classification, "ok" if v.accepted else "rejected", v.reason)
+                for u, v in zip(request.updates, verdicts)
+            ]
+            accepted = [r.update for r in results if r.status == "ok"]
+            if accepted:
+                quarantine.migrate()
+                failures = _apply(context, request, accepted)
+                for result in results:
+                    if result.update.ref in failures:
+                        result.status = "failed"
+                        result.reason = failures[result.update.ref]
+
+    _log_push(context, results)
+    event_id, targets = _record(database, context, request, results)
+    if event_id is not None and targets:
+        on_event()
+        messages.append(f"CI triggered: push event {event_id} queued for {targets} webhook target(s)")
+
+    body = []
+    if request.side_band and not request.quiet:
+        body.extend(pktline.side_band_progress(message + "\n") for message in messages)
+    if "report-status" in request.capabilities or "report-status-v2" in request.capabilities:
+        body.append(format_report(request, unpack_error, [(r.update.ref, _one_line(r.error)) for r in results]))
+    if request.side_band:
+        body.append(pktline.FLUSH)
+    yield b"".join(body)
+
+    if any(r.status == "ok" for r in results):
+        _run_auto_gc(repo)
+
+
+def _one_line(text: str | None) -> str | None:
+    return " ".join(text.split()) if text else text

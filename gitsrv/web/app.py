@@ -1,0 +1,191 @@
+"""The WSGI application: health check, authentication, then the git endpoints.
+
+Order of checks on every path but /healthz: authenticate the token (401),
+match a smart-HTTP endpoint (404 for everything else, including dumb-HTTP
+paths), check the scope the service needs (403), then look the repository
+up (404). Authentication comes first so that an anonymous client cannot
+probe which repositories exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from gitsrv.access.scopes import FETCH_SCOPES, PUSH_SCOPES, Scope, format_scopes
+from gitsrv.auth.credentials import presented_token
+from gitsrv.auth.store import Identity, authenticate
+from gitsrv.config import Settings
+from gitsrv.db.engine import Database
+from gitsrv.git import pktline, receive_pack, upload_pack
+from gitsrv.git.repos import InvalidRepoPathError, Repository, find_repository
+from gitsrv.push import PushContext, receive
+from gitsrv.web.body import UnsupportedEncodingError, request_body
+
+log = logging.getLogger(__name__)
+
+UPLOAD_PACK = "git-upload-pack"
+RECEIVE_PACK = "git-receive-pack"
+SMART_PATH = re.compile(r"^/(?P<repo>.+?)/(?P<endpoint>info/refs|git-upload-pack|git-receive-pack)$")
+NO_CACHE = {
+    "Expires": "Fri, 01 Jan 1980 00:00:00 GMT",
+    "Pragma": "no-cache",
+    "Cache-Control": "no-cache, max-age=0, must-revalidate",
+}
+
+
+def text_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(message.rstrip("\n") + "\n", status=status, mimetype="text/plain", headers=headers)
+
+
+def unauthorized() -> Response:
+    return text_response(
+        401,
+        "Authentication required: send an API token as the password (any user name).",
+        {"WWW-Authenticate": 'Basic realm="gitsrv"'},
+    )
+
+
+def not_found() -> Response:
+    return text_response(404, "Not found.")
+
+
+def missing_scope(identity: Identity, action: str, needed: Iterable[Scope]) -> Response:
+    needed_text = " or ".join(sorted(str(scope) for scope in needed))
+    has = format_scopes(identity.scopes) or "no scopes"
+    return text_response(
+        403,
+        f"{action} requires scope {needed_text}; token {identity.token_id} ({identity.name}) has {has}.",
+    )
+
+
+class GitServer:
+    """The gitsrv WSGI application."""
+
+    def __init__(self, settings: Settings, database: Database, on_event=lambda: None) -> None:
+        self.settings = settings
+        self.database = database
+        self.on_event = on_event
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        try:
+            response = self.dispatch(request)
+        except HTTPException as error:
+            response = error.get_response(environ)
+        return response(environ, start_response)
+
+    def dispatch(self, request: Request) -> Response:
+        if request.path == "/healthz":
+            return text_response(200, "ok")
+
+        identity = self._authenticate(request)
+        if identity is None:
+            return unauthorized()
+
+        match = SMART_PATH.match(request.path)
+        if match is None:
+            return not_found()
+        endpoint = match["endpoint"]
+        if endpoint == "info/refs":
+            service = request.args.get("service")
+            if service not in (UPLOAD_PACK, RECEIVE_PACK):
+                return not_found()
+            if request.method != "GET":
+                return text_response(405, "Method not allowed.", {"Allow": "GET"})
+        else:
+            service = endpoint
+            if request.method != "POST":
+                return text_response(405, "Method not allowed.", {"Allow": "POST"})
+
+        if service == UPLOAD_PACK and not identity.scopes & FETCH_SCOPES:
+            return missing_scope(identity, "Reading this repository", [Scope.SOURCE_READ])
+        if service == RECEIVE_PACK and not identity.scopes & PUSH_SCOPES:
+            return missing_scope(identity, "Pushing", PUSH_SCOPES)
+
+        try:
+            repository = find_repository(self.settings.repos_dir, match["repo"])
+        except InvalidRepoPathError:
+            return not_found()
+        if repository is None:
+            return not_found()
+
+        if endpoint == "info/refs":
+            return self._info_refs(request, repository, service)
+        if service == UPLOAD_PACK:
+            return self._upload_pack(request, repository)
+        return self._receive_pack(request, repository, identity)
+
+    def _authenticate(self, request: Request) -> Identity | None:
+        token = presented_token(request.environ)
+        if token is None:
+            return None
+        with self.database.session() as session:
+            identity = authenticate(session, token)
+        if identity is None:
+            log.warning("authentication failed: remote=%s path=%s", request.remote_addr, request.path)
+        return identity
+
+    def _info_refs(self, request: Request, repository: Repository, service: str) -> Response:
+        git_protocol = request.headers.get("Git-Protocol")
+        version = upload_pack.protocol_version(git_protocol)
+        if service == UPLOAD_PACK:
+            advertisement = upload_pack.advertise_refs(repository.path, git_protocol)
+        else:
+            version = min(version, 1)
+            advertisement = receive_pack.advertise_refs(repository.path, version)
+        body = b""
+        if version != 2:
+            body = pktline.encode(f"# service={service}\n".encode()) + pktline.FLUSH
+        return Response(
+            body + advertisement,
+            mimetype=f"application/x-{service}-advertisement",
+            headers=NO_CACHE,
+        )
+
+    def _check_request_type(self, request: Request, service: str) -> Response | None:
+        expected = f"application/x-{service}-request"
+        if request.mimetype != expected:
+            return text_response(415, f"Unsupported Content-Type {request.mimetype!r}: expected {expected}.")
+        return None
+
+    def _upload_pack(self, request: Request, repository: Repository) -> Response:
+        error = self._check_request_type(request, UPLOAD_PACK)
+        if error is not None:
+            return error
+        try:
+            body = request_body(request.environ)
+        except UnsupportedEncodingError as exc:
+            return text_response(415, f"{exc}.")
+        stream = upload_pack.serve(repository.path, body, request.headers.get("Git-Protocol"), repository.name)
+        return Response(
+            stream,
+            mimetype=f"application/x-{UPLOAD_PACK}-result",
+            headers=NO_CACHE,
+            direct_passthrough=True,
+        )
+
+    def _receive_pack(self, request: Request, repository: Repository, identity: Identity) -> Response:
+        error = self._check_request_type(request, RECEIVE_PACK)
+        if error is not None:
+            return error
+        try:
+            body = request_body(request.environ)
+        except UnsupportedEncodingError as exc:
+            return text_response(415, f"{exc}.")
+        context = PushContext(repository, identity, request.remote_addr)
+        try:
+            stream = receive(body, context, self.database, self.on_event)
+        except pktline.ProtocolError as exc:
+            log.warning("invalid receive-pack request: repo=%s token=%d error=%s", repository.name, identity.token_id, exc)
+            return text_response(400, f"Invalid receive-pack request: {exc}.")
+        return Response(
+            stream,
+            mimetype=f"application/x-{RECEIVE_PACK}-result",
+            headers=NO_CACHE,
+            direct_passthrough=True,
+        )
