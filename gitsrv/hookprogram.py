@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -63,8 +63,12 @@ def read_grant(environ: Mapping[str, str]) -> TokenGrant:
     scope_text = environ.get(SCOPES_VARIABLE)
     scopes = parse_scopes([scope_text]) if scope_text else frozenset()
     ref_limits = tuple(environ.get(REF_LIMITS_VARIABLE, "").split())
-    token_id = environ.get(TOKEN_ID_VARIABLE, "").strip() or None
-    return TokenGrant(scopes, ref_limits, token_id, scope_text is not None)
+    return TokenGrant(scopes, ref_limits, read_token_id(environ), scope_text is not None)
+
+
+def read_token_id(environ: Mapping[str, str]) -> str | None:
+    """Return GITSRV_TOKEN_ID, or None when it is unset or blank."""
+    return environ.get(TOKEN_ID_VARIABLE, "").strip() or None
 
 
 def parse_update(old: str, new: str, ref: str) -> RefUpdate:
@@ -152,7 +156,7 @@ def _check_updates(
     Returns the verdicts, or None when every update is rejected because the
     environment or git failed; the error is printed in that case too.
     """
-    token_id = environ.get(TOKEN_ID_VARIABLE, "").strip() or None
+    token_id = read_token_id(environ)
     try:
         grant = read_grant(environ)
     except InvalidScopeError as error:
@@ -171,7 +175,7 @@ def _check_updates(
 
     rejected = [(update, verdict) for update, verdict in zip(updates, verdicts) if not verdict.accepted]
     for update, verdict in rejected:
-        print(format_rejection(update.ref, verdict.reason or "rejected", grant.token_id), file=stderr)
+        print(format_rejection(update.ref, verdict.reason or "rejected", token_id), file=stderr)
     if rejected and not grant.scopes_variable_set:
         _print(stderr, f"{SCOPES_VARIABLE} is not set on the server, so the push carries no scopes")
     return verdicts
@@ -204,8 +208,8 @@ def main_pre_receive(
     if rejected_count < len(updates):
         _print(
             stderr,
-            f"the whole push is rejected because {rejected_count} of {len(updates)} ref updates "
-            "are not allowed (the pre-receive hook cannot reject single refs)",
+            f"{rejected_count} of {len(updates)} ref updates rejected, "
+            "so the pre-receive hook rejects the whole push",
         )
     return 1
 
@@ -273,7 +277,3 @@ def main_post_receive(
     for update, classification in zip(updates, classifications):
         print(format_accepted(update, classification), file=stderr)
     return 0
-
-
-def _unused(values: Iterable[object]) -> None:  # pragma: no cover
-    pass

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the sample bare repository that the gitsrv tests serve.
+r"""Build the sample bare repository that the gitsrv tests serve.
 
 The history is written as a `git fast-import` stream with fixed names, emails
 and timestamps, so every build yields the same object ids.
@@ -14,7 +14,7 @@ names listed in its docstring.
 Layout of the sample (M = main, F = feature, D = diverged, B = big)::
 
     M1 .. M8 - M9 - M10 - M11 (merge) - M12       refs/heads/main
-          \\                 /
+          \                 /
            F1 ----------- F2                       refs/heads/feature
     M4 <- refs/tags/v1.0-light (lightweight tag)
     M6 <- refs/tags/v1.0 (annotated tag object)
@@ -37,7 +37,8 @@ DEFAULT_NAME = "sample.git"
 
 ALICE = b"Alice Example <alice@example.com>"
 BOB = b"Bob Example <bob@example.com>"
-# 2023-11-14 22:13:20 UTC. Each commit is one hour after the previous one.
+# 2023-11-14 22:13:20 UTC. Each commit or tag is stamped one hour after the
+# previous one.
 BASE_TIMESTAMP = 1_700_000_000
 TIMESTAMP_STEP = 3600
 
@@ -103,8 +104,9 @@ class StreamWriter:
         """Write a commit on `ref` and return its mark.
 
         `files` maps a path to its new content, to the mark of a blob that was
-        written before, or to None to delete the path. The tree starts as the
-        tree of the first parent, because fast-import does not merge trees.
+        written before, or to None to delete the path. fast-import starts the
+        tree from the first parent and does not merge trees, so a merge commit
+        must list the files it takes from its other parents.
         Empty `parents` continues the current tip of `ref`, or starts a root
         commit if `ref` is new. Otherwise the first parent becomes `from` and
         the rest become `merge` parents.
@@ -273,7 +275,7 @@ def _run_git(args: list[str], stdin: bytes | None = None) -> str:
     )
     if result.returncode != 0:
         raise RuntimeError(
-            f"git {' '.join(args[:3])} failed with exit code {result.returncode}: "
+            f"git {' '.join(args)} failed with exit code {result.returncode}: "
             f"{result.stderr.decode(errors='replace').strip()}"
         )
     return result.stdout.decode()
@@ -291,7 +293,9 @@ def build_sample(dest: pathlib.Path) -> dict:
     """Create the sample bare repository at `dest` and return its ids.
 
     `dest` itself becomes the bare repository. It must not exist or must be
-    an empty directory, and FileExistsError is raised otherwise.
+    an empty directory, and FileExistsError is raised otherwise. RuntimeError
+    is raised when a git command fails, and `dest` may then be left partly
+    built.
 
     The returned dict contains:
 
@@ -309,11 +313,13 @@ def build_sample(dest: pathlib.Path) -> dict:
     dest = pathlib.Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(
-            f"{dest} already exists and is not an empty directory; "
-            "remove it or choose another destination"
+            f"{dest} already exists and is not an empty directory. "
+            "Remove it or choose another destination."
         )
 
-    _run_git(["init", "--quiet", "--bare", "--initial-branch=main", str(dest)])
+    _run_git(
+        ["init", "--quiet", "--bare", "--initial-branch=main", "--object-format=sha1", str(dest)]
+    )
 
     stream = StreamWriter()
     marks = write_history(stream)
@@ -359,7 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Build the sample bare repository for the gitsrv tests "
         "and print its object ids as JSON."
     )
-    parser.add_argument("dest_dir", type=pathlib.Path, help="directory to create the repository in")
+    parser.add_argument(
+        "dest_dir",
+        metavar="DEST_DIR",
+        type=pathlib.Path,
+        help="directory to create the repository in (created if missing)",
+    )
     parser.add_argument(
         "--name",
         default=DEFAULT_NAME,

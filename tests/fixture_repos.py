@@ -23,7 +23,7 @@ def load_builder() -> ModuleType:
     """
     spec = importlib.util.spec_from_file_location(MODULE_NAME, BUILDER_PATH)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the fixture builder from {BUILDER_PATH}")
+        raise ImportError(f"failed to load the fixture builder from {BUILDER_PATH}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[MODULE_NAME] = module
     spec.loader.exec_module(module)
