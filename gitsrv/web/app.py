@@ -1,10 +1,10 @@
 """The WSGI application: health check, authentication, then the git endpoints.
 
-Order of checks on every path but /healthz: authenticate the token (401),
-match a smart-HTTP endpoint (404 for everything else, including dumb-HTTP
-paths), check the scope the service needs (403), then look the repository
-up (404). Authentication comes first so that an anonymous client cannot
-probe which repositories exist.
+Order of checks: match a smart-HTTP endpoint (404 for everything else,
+including dumb-HTTP paths, whoever asks), authenticate the token (401),
+check the scope the service needs (403), then look the repository up
+(404). Authentication comes before the lookup so that an anonymous client
+cannot probe which repositories exist.
 """
 
 from __future__ import annotations
@@ -83,24 +83,23 @@ class GitServer:
         if request.path == "/healthz":
             return text_response(200, "ok")
 
-        identity = self._authenticate(request)
-        if identity is None:
-            return unauthorized()
-
+        # Paths other than the smart-HTTP endpoints (dumb-HTTP files, config,
+        # hooks) are never served, so they are 404 with or without a token.
         match = SMART_PATH.match(request.path)
         if match is None:
             return not_found()
         endpoint = match["endpoint"]
-        if endpoint == "info/refs":
-            service = request.args.get("service")
-            if service not in (UPLOAD_PACK, RECEIVE_PACK):
-                return not_found()
-            if request.method != "GET":
-                return text_response(405, "Method not allowed.", {"Allow": "GET"})
-        else:
-            service = endpoint
-            if request.method != "POST":
-                return text_response(405, "Method not allowed.", {"Allow": "POST"})
+        service = request.args.get("service") if endpoint == "info/refs" else endpoint
+        if service not in (UPLOAD_PACK, RECEIVE_PACK):
+            return not_found()
+
+        identity = self._authenticate(request)
+        if identity is None:
+            return unauthorized()
+
+        allowed_method = "GET" if endpoint == "info/refs" else "POST"
+        if request.method != allowed_method:
+            return text_response(405, "Method not allowed.", {"Allow": allowed_method})
 
         if service == UPLOAD_PACK and not identity.scopes & FETCH_SCOPES:
             return missing_scope(identity, "Reading this repository", [Scope.SOURCE_READ])
