@@ -6,10 +6,10 @@ The decisions come from gitsrv.access.policy, as in the gitsrv server. The
 web server describes the pushing token in environment variables, which git
 passes on to the hooks:
 
-  GITSRV_TOKEN_SCOPES  scope names, space or comma separated; unset means no scopes
-  GITSRV_TOKEN_ID      token id shown in rejection messages (optional)
-  GITSRV_REF_LIMITS    space separated glob patterns of the refs the token may
-                       change (`*` also matches `/`); unset or empty means every ref
+  GITSRV_TOKEN_SCOPES  Scope names separated by spaces or commas. Unset means no scopes.
+  GITSRV_TOKEN_ID      Token id shown in rejection messages (optional).
+  GITSRV_REF_LIMITS    Glob patterns, separated by spaces, of the refs the token
+                       may change. `*` also matches `/`. Unset or empty means every ref.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from gitsrv.access.policy import ZERO_ID, Classification, RefUpdate, Verdict, classify, decide
+from gitsrv.access.policy import Classification, RefUpdate, Verdict, decide
 from gitsrv.access.scopes import InvalidScopeError, Scope, parse_scopes
 from gitsrv.git.inspect import ObjectInspector
 
@@ -30,9 +30,10 @@ SCOPES_VARIABLE = "GITSRV_TOKEN_SCOPES"
 TOKEN_ID_VARIABLE = "GITSRV_TOKEN_ID"
 REF_LIMITS_VARIABLE = "GITSRV_REF_LIMITS"
 
-# git sets these for pre-receive and update hooks while the pushed objects
-# sit in a quarantine directory (git 2.11 and later). ObjectInspector drops
-# inherited GIT_* variables, so they are passed to it explicitly.
+# git 2.11 and later sets these for the pre-receive hook, while the pushed
+# objects sit in a quarantine directory (the update hook runs after git has
+# moved them into the repository). ObjectInspector drops inherited GIT_*
+# variables, so they are passed to it explicitly.
 QUARANTINE_VARIABLES = (
     "GIT_OBJECT_DIRECTORY",
     "GIT_ALTERNATE_OBJECT_DIRECTORIES",
@@ -45,12 +46,12 @@ MESSAGE_PREFIX = "gitsrv: "
 
 
 class HookInputError(ValueError):
-    """Hook input (stdin lines or arguments) that breaks git's hook contract."""
+    """Hook input (stdin lines or arguments) that does not match git's hook input format."""
 
 
 @dataclass(frozen=True)
 class TokenGrant:
-    """What the web server allows the pushing token, read from the environment."""
+    """The scopes, ref limits and id that the web server set for the pushing token."""
 
     scopes: frozenset[Scope]
     ref_limits: tuple[str, ...]
@@ -59,7 +60,10 @@ class TokenGrant:
 
 
 def read_grant(environ: Mapping[str, str]) -> TokenGrant:
-    """Read the token's scopes, ref limits and id; raise InvalidScopeError on an unknown scope."""
+    """Read the token's scopes, ref limits and id from the environment.
+
+    Raises InvalidScopeError when GITSRV_TOKEN_SCOPES contains an unknown scope name.
+    """
     scope_text = environ.get(SCOPES_VARIABLE)
     scopes = parse_scopes([scope_text]) if scope_text else frozenset()
     ref_limits = tuple(environ.get(REF_LIMITS_VARIABLE, "").split())
@@ -100,7 +104,7 @@ def parse_receive_input(stream: BinaryIO) -> list[RefUpdate]:
 
 
 def create_inspector(environ: Mapping[str, str]) -> ObjectInspector:
-    """Create an ObjectInspector for the hook's repository that also sees quarantined objects.
+    """Create an ObjectInspector for the hook's repository that also reads quarantined objects.
 
     git runs hooks with the repository (bare) or the work tree root as the
     current directory and GIT_DIR set, possibly to a relative path.
@@ -114,24 +118,11 @@ def create_inspector(environ: Mapping[str, str]) -> ObjectInspector:
     return ObjectInspector(git_dir, passed)
 
 
-def classify_updates(updates: Sequence[RefUpdate], inspector: ObjectInspector) -> list[Classification]:
-    """Classify each update, asking git whether it is a fast-forward where that matters."""
-    needs_ancestry = [update for update in updates if update.needs_ancestry]
-    peeled = inspector.peel_to_commits(
-        [update.old for update in needs_ancestry] + [update.new for update in needs_ancestry]
-    )
-    classifications = []
-    for update in updates:
-        fast_forward = inspector.is_fast_forward(update, peeled) if update.needs_ancestry else False
-        classifications.append(classify(update, fast_forward))
-    return classifications
-
-
 def decide_updates(
     updates: Sequence[RefUpdate], inspector: ObjectInspector, grant: TokenGrant
 ) -> list[Verdict]:
     """Classify and decide each update against the token's scopes and ref limits."""
-    classifications = classify_updates(updates, inspector)
+    classifications = inspector.classify_all(updates)
     return [
         decide(update, classification, grant.scopes, grant.ref_limits)
         for update, classification in zip(updates, classifications)
@@ -153,8 +144,8 @@ def _check_updates(
 ) -> list[Verdict] | None:
     """Decide the updates and print one line per rejected ref.
 
-    Returns the verdicts, or None when every update is rejected because the
-    environment or git failed; the error is printed in that case too.
+    Returns the verdicts, or None when the scope variable is invalid or git
+    failed. In that case every update is rejected and the error is printed.
     """
     token_id = read_token_id(environ)
     try:
@@ -219,9 +210,10 @@ def main_update(
     stderr: TextIO | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> int:
-    """Run the update hook for one ref; `argv` is `<ref> <old> <new>` without the program name.
+    """Run the update hook for one ref.
 
-    Returns 1, which rejects only this ref, when the ref update is not allowed.
+    `argv` is `<ref> <old> <new>`, without the program name. Returns 1, which
+    rejects only this ref, when the ref update is not allowed.
     """
     stderr = stderr if stderr is not None else sys.stderr
     environ = environ if environ is not None else os.environ
@@ -270,7 +262,7 @@ def main_post_receive(
         return 0
 
     try:
-        classifications = classify_updates(updates, create_inspector(environ))
+        classifications = create_inspector(environ).classify_all(updates)
     except OSError as error:
         _print(stderr, f"post-receive: running git failed: {error}")
         return 0

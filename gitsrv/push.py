@@ -66,15 +66,11 @@ class PushContext:
 def _decide_all(
     request: PushRequest, inspector: ObjectInspector, context: PushContext
 ) -> list[Verdict]:
-    updates = request.updates
-    needs_peel = [u for u in updates if u.needs_ancestry]
-    peeled = inspector.peel_to_commits([u.old for u in needs_peel] + [u.new for u in needs_peel])
-    verdicts = []
-    for update in updates:
-        fast_forward = inspector.is_fast_forward(update, peeled) if update.needs_ancestry else False
-        classification = classify(update, fast_forward)
-        verdicts.append(decide(update, classification, context.identity.scopes, context.ref_limits))
-    return verdicts
+    classifications = inspector.classify_all(request.updates)
+    return [
+        decide(update, classification, context.identity.scopes, context.ref_limits)
+        for update, classification in zip(request.updates, classifications)
+    ]
 
 
 def _check_objects(
@@ -269,7 +265,10 @@ def _receive(
         messages.append(f"CI triggered: push event {event_id} queued for {targets} webhook target(s)")
 
     body = []
-    if request.side_band and not request.quiet:
+    # Send the messages even when the client asked for `quiet`: git sends it
+    # whenever stderr is not a terminal, and git-receive-pack also relays
+    # hook output under `quiet`, which only silences progress meters.
+    if request.side_band:
         body.extend(pktline.side_band_progress(message + "\n") for message in messages)
     if "report-status" in request.capabilities or "report-status-v2" in request.capabilities:
         body.append(format_report(request, unpack_error, [(r.update.ref, _one_line(r.error)) for r in results]))

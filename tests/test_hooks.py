@@ -86,7 +86,7 @@ class Remote:
         self.git("config", "core.hooksPath", str(hooks_dir), cwd=self.bare)
 
     def push_without_hooks(self, *refspecs: str) -> None:
-        """Push setup state that the test does not check."""
+        """Push setup commits or tags with the hooks turned off."""
         self.git("config", "--unset", "core.hooksPath", cwd=self.bare)
         self.git("push", "--quiet", "origin", *refspecs)
         self.use_hooks(HOOKS_DIR)

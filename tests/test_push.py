@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 from pathlib import Path
@@ -250,7 +249,7 @@ def test_push_over_two_mib_is_chunked(git, server, sample, tmp_path):
     trace = tmp_path / "curl-trace"
 
     result = git.run(
-        "push", "target", f"origin/big:refs/heads/big", cwd=work, check=False,
+        "push", "target", "origin/big:refs/heads/big", cwd=work, check=False,
         env={"GIT_TRACE_CURL": str(trace), "GIT_TRACE_CURL_NO_DATA": "1"},
     )
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from gitsrv.access.policy import ZERO_ID, RefUpdate
+from gitsrv.access.policy import ZERO_ID, Classification, RefUpdate, classify
 from gitsrv.git.command import GIT, git_environ
 
 
@@ -64,6 +64,17 @@ class ObjectInspector:
         if old_commit is None or new_commit is None:
             return False
         return self.is_ancestor(old_commit, new_commit)
+
+    def classify_all(self, updates: Sequence[RefUpdate]) -> list[Classification]:
+        """Classify each update, asking git whether it is a fast-forward where that matters."""
+        needs_ancestry = [update for update in updates if update.needs_ancestry]
+        peeled = self.peel_to_commits(
+            [update.old for update in needs_ancestry] + [update.new for update in needs_ancestry]
+        )
+        return [
+            classify(update, self.is_fast_forward(update, peeled) if update.needs_ancestry else False)
+            for update in updates
+        ]
 
     def is_connected(self, tips: Iterable[str]) -> bool:
         """Whether every object reachable from `tips` is present.
