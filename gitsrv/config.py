@@ -35,6 +35,11 @@ class Settings:
     webhook_timeout: float = 10.0
     # Seconds after which an undelivered event is given up.
     webhook_max_age: float = 24 * 3600.0
+    # Failed authentications from one address within the window before 429.
+    auth_failure_limit: int = 10
+    auth_failure_window: float = 300.0
+    # Seconds an OAuth2 access token is valid.
+    access_token_lifetime: int = 3600
 
     @property
     def repos_dir(self) -> Path:
@@ -60,4 +65,7 @@ def load_settings(data_dir: str | os.PathLike[str] | None = None) -> Settings:
         webhook_backoff=_env_float("GITSRV_WEBHOOK_BACKOFF", 5.0),
         webhook_timeout=_env_float("GITSRV_WEBHOOK_TIMEOUT", 10.0),
         webhook_max_age=_env_float("GITSRV_WEBHOOK_MAX_AGE", 24 * 3600.0),
+        auth_failure_limit=int(_env_float("GITSRV_AUTH_FAILURE_LIMIT", 10)),
+        auth_failure_window=_env_float("GITSRV_AUTH_FAILURE_WINDOW", 300.0),
+        access_token_lifetime=int(_env_float("GITSRV_ACCESS_TOKEN_LIFETIME", 3600)),
     )

@@ -12,6 +12,8 @@ import secrets
 import zlib
 
 PREFIX = "gsv_"
+# OAuth2 client secrets use the same format with their own prefix.
+CLIENT_SECRET_PREFIX = "gsc_"
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 BODY_BYTES = 32
 # 32 random bytes are below 62**43, so the body is always 43 characters.
@@ -33,17 +35,17 @@ def _checksum(text: str) -> str:
     return encode_base62(zlib.crc32(text.encode("ascii")), CHECKSUM_LENGTH)
 
 
-def generate_token() -> str:
-    """Generate a new random API token."""
+def generate_token(prefix: str = PREFIX) -> str:
+    """Generate a new random API token (or client secret, with its prefix)."""
     body = encode_base62(int.from_bytes(secrets.token_bytes(BODY_BYTES), "big"), BODY_LENGTH)
-    return f"{PREFIX}{body}{_checksum(PREFIX + body)}"
+    return f"{prefix}{body}{_checksum(prefix + body)}"
 
 
-def is_well_formed(token: str) -> bool:
+def is_well_formed(token: str, prefix: str = PREFIX) -> bool:
     """Whether `token` has the gitsrv format and a matching checksum."""
-    if len(token) != TOKEN_LENGTH or not token.startswith(PREFIX):
+    if len(token) != len(prefix) + BODY_LENGTH + CHECKSUM_LENGTH or not token.startswith(prefix):
         return False
-    if any(char not in BASE62 for char in token[len(PREFIX) :]):
+    if any(char not in BASE62 for char in token[len(prefix) :]):
         return False
     return secrets.compare_digest(_checksum(token[:-CHECKSUM_LENGTH]), token[-CHECKSUM_LENGTH:])
 

@@ -24,8 +24,22 @@ class Base(DeclarativeBase):
     pass
 
 
+class OAuthApp(Base):
+    """An OAuth2 client that exchanges its credentials for access tokens."""
+
+    __tablename__ = "oauth_apps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    client_id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Token(Base):
-    """An API token; only the SHA-256 of the secret is stored."""
+    """An API token or OAuth2 access token; only the SHA-256 of the secret is stored."""
 
     __tablename__ = "tokens"
 
@@ -34,8 +48,28 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     # Space-separated scope names, as format_scopes() writes them.
     scopes: Mapped[str] = mapped_column(Text, default="")
+    # JSON lists of glob patterns; an empty list means no limit.
+    repo_limits: Mapped[str] = mapped_column(Text, default="[]")
+    ref_limits: Mapped[str] = mapped_column(Text, default="[]")
+    # Set for access tokens issued to an OAuth2 application.
+    app_id: Mapped[int | None] = mapped_column(ForeignKey("oauth_apps.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    app: Mapped[OAuthApp | None] = relationship()
+
+
+class AuthFailure(Base):
+    """One request that presented an invalid token, for rate limiting by address."""
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (Index("ix_auth_failures_addr_time", "remote_addr", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    remote_addr: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class Push(Base):

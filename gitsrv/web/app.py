@@ -18,13 +18,17 @@ from werkzeug.wrappers import Request, Response
 
 from gitsrv.access.scopes import FETCH_SCOPES, PUSH_SCOPES, Scope, format_scopes
 from gitsrv.auth.credentials import presented_token
-from gitsrv.auth.store import Identity, authenticate
+from gitsrv.access.explain import repo_matches
+from gitsrv.auth.ratelimit import FailureLimiter
+from gitsrv.auth.store import Identity, LastUsedTracker, authenticate
 from gitsrv.config import Settings
 from gitsrv.db.engine import Database
 from gitsrv.git import pktline, receive_pack, upload_pack
-from gitsrv.git.repos import InvalidRepoPathError, Repository, find_repository
+from gitsrv.git.repos import InvalidRepoPathError, Repository, find_repository, normalize_name
 from gitsrv.push import PushContext, receive
+from gitsrv.web import api
 from gitsrv.web.body import UnsupportedEncodingError, request_body
+from gitsrv.web.oauth import TokenEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,9 @@ class GitServer:
         self.settings = settings
         self.database = database
         self.on_event = on_event
+        self.limiter = FailureLimiter(database, settings.auth_failure_limit, settings.auth_failure_window)
+        self.last_used = LastUsedTracker()
+        self.token_endpoint = TokenEndpoint(database, settings.access_token_lifetime)
 
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -82,6 +89,15 @@ class GitServer:
     def dispatch(self, request: Request) -> Response:
         if request.path == "/healthz":
             return text_response(200, "ok")
+        if request.path == "/oauth/token":
+            if request.method != "POST":
+                return text_response(405, "Method not allowed.", {"Allow": "POST"})
+            return self.token_endpoint.respond(request)
+        if request.path == "/api/v1/token":
+            identity, refusal = self._authenticate(request)
+            if identity is None:
+                return refusal
+            return api.token_info(request, identity)
 
         # Paths other than the smart-HTTP endpoints (dumb-HTTP files, config,
         # hooks) are never served, so they are 404 with or without a token.
@@ -93,9 +109,9 @@ class GitServer:
         if service not in (UPLOAD_PACK, RECEIVE_PACK):
             return not_found()
 
-        identity = self._authenticate(request)
+        identity, refusal = self._authenticate(request)
         if identity is None:
-            return unauthorized()
+            return refusal
 
         allowed_method = "GET" if endpoint == "info/refs" else "POST"
         if request.method != allowed_method:
@@ -107,9 +123,13 @@ class GitServer:
             return missing_scope(identity, "Pushing", PUSH_SCOPES)
 
         try:
-            repository = find_repository(self.settings.repos_dir, match["repo"])
+            name = normalize_name(match["repo"])
         except InvalidRepoPathError:
             return not_found()
+        # A repository outside the token's limits looks like one that does not exist.
+        if not repo_matches(name, identity.repo_limits):
+            return not_found()
+        repository = find_repository(self.settings.repos_dir, name)
         if repository is None:
             return not_found()
 
@@ -119,15 +139,28 @@ class GitServer:
             return self._upload_pack(request, repository)
         return self._receive_pack(request, repository, identity)
 
-    def _authenticate(self, request: Request) -> Identity | None:
+    def _authenticate(self, request: Request) -> tuple[Identity | None, Response | None]:
+        """Return the request's identity, or None and the 401 or 429 response to send."""
+        address = request.remote_addr or "unknown"
+        retry_after = self.limiter.retry_after(address)
+        if retry_after is not None:
+            return None, text_response(
+                429,
+                f"Too many failed authentications from {address}; retry in {retry_after} s.",
+                {"Retry-After": str(retry_after)},
+            )
         token = presented_token(request.environ)
         if token is None:
-            return None
+            return None, unauthorized()
         with self.database.session() as session:
             identity = authenticate(session, token)
+            if identity is not None and self.last_used.due(identity.token_id):
+                self.last_used.record(session, identity.token_id)
         if identity is None:
-            log.warning("authentication failed: remote=%s path=%s", request.remote_addr, request.path)
-        return identity
+            count = self.limiter.record_failure(address)
+            log.warning("authentication failed: remote=%s path=%s failures=%d", address, request.path, count)
+            return None, unauthorized()
+        return identity, None
 
     def _info_refs(self, request: Request, repository: Repository, service: str) -> Response:
         git_protocol = request.headers.get("Git-Protocol")
@@ -176,7 +209,7 @@ class GitServer:
             body = request_body(request.environ)
         except UnsupportedEncodingError as exc:
             return text_response(415, f"{exc}.")
-        context = PushContext(repository, identity, request.remote_addr)
+        context = PushContext(repository, identity, request.remote_addr, identity.ref_limits)
         try:
             stream = receive(body, context, self.database, self.on_event)
         except pktline.ProtocolError as exc:
