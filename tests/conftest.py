@@ -225,3 +225,40 @@ def copy_sample(server: Server, name: str) -> Path:
     target = server.repos_dir / f"{name}.git"
     shutil.copytree(source, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def postgres_admin():
+    """The SQLAlchemy URL of a throwaway PostgreSQL server's admin database.
+
+    `.ci/run` starts one and passes GITSRV_TEST_POSTGRES_URL; otherwise the
+    fixture starts its own with initdb and pg_ctl. Without them the tests are
+    skipped, unless GITSRV_REQUIRE_POSTGRES=1 makes that a failure.
+    """
+    from tests import pgserver
+
+    given = os.environ.get("GITSRV_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    if pgserver.find_binary("initdb") is None:
+        if os.environ.get("GITSRV_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is required (GITSRV_REQUIRE_POSTGRES=1) but initdb was not found")
+        pytest.skip("initdb not found: PostgreSQL tests need a PostgreSQL server installation")
+    import tempfile
+
+    state_dir = Path(tempfile.mkdtemp(prefix="gitsrv-pg-"))
+    try:
+        yield pgserver.start(state_dir)
+    finally:
+        pgserver.stop(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres_admin, request):
+    """An empty PostgreSQL database for one test module."""
+    from tests import pgserver
+
+    name = "gitsrv_" + request.module.__name__.rsplit(".", 1)[-1]
+    return pgserver.create_database(postgres_admin, name)
