@@ -45,6 +45,10 @@ class FailureLimiter:
                 return None
             return max(1, int(remaining + 0.999))
 
+    def is_over_limit(self, count: int) -> bool:
+        """Whether a failure count is past the limit, so the answer is 429 rather than 401."""
+        return 0 < self.limit < count
+
     def record_failure(self, address: str) -> int:
         """Store one failure and block the address when it reaches the limit; return the count."""
         if self.limit <= 0:

@@ -142,13 +142,8 @@ class GitServer:
     def _authenticate(self, request: Request) -> tuple[Identity | None, Response | None]:
         """Return the request's identity, or None and the 401 or 429 response to send."""
         address = request.remote_addr or "unknown"
-        retry_after = self.limiter.retry_after(address)
-        if retry_after is not None:
-            return None, text_response(
-                429,
-                f"Too many failed authentications from {address}; retry in {retry_after} s.",
-                {"Retry-After": str(retry_after)},
-            )
+        if self.limiter.retry_after(address) is not None:
+            return None, self._too_many(address)
         token = presented_token(request.environ)
         if token is None:
             return None, unauthorized()
@@ -159,8 +154,19 @@ class GitServer:
         if identity is None:
             count = self.limiter.record_failure(address)
             log.warning("authentication failed: remote=%s path=%s failures=%d", address, request.path, count)
+            if self.limiter.is_over_limit(count):
+                # Another process may have seen the earlier failures.
+                return None, self._too_many(address)
             return None, unauthorized()
         return identity, None
+
+    def _too_many(self, address: str) -> Response:
+        retry_after = self.limiter.retry_after(address) or int(self.limiter.window)
+        return text_response(
+            429,
+            f"Too many failed authentications from {address}; retry in {retry_after} s.",
+            {"Retry-After": str(retry_after)},
+        )
 
     def _info_refs(self, request: Request, repository: Repository, service: str) -> Response:
         git_protocol = request.headers.get("Git-Protocol")
