@@ -35,6 +35,12 @@ class Settings:
     webhook_timeout: float = 10.0
     # Seconds after which an undelivered event is given up.
     webhook_max_age: float = 24 * 3600.0
+    # Events given up in a row before a webhook target is disabled (0: never).
+    webhook_disable_after: int = 10
+    # Seconds a push waits for the first webhook attempt before reporting it queued.
+    webhook_inline_budget: float = 3.0
+    # Commits listed per created or updated branch in a push event.
+    webhook_max_commits: int = 100
     # Failed authentications from one address within the window before 429.
     auth_failure_limit: int = 10
     auth_failure_window: float = 300.0
@@ -65,6 +71,9 @@ def load_settings(data_dir: str | os.PathLike[str] | None = None) -> Settings:
         webhook_backoff=_env_float("GITSRV_WEBHOOK_BACKOFF", 5.0),
         webhook_timeout=_env_float("GITSRV_WEBHOOK_TIMEOUT", 10.0),
         webhook_max_age=_env_float("GITSRV_WEBHOOK_MAX_AGE", 24 * 3600.0),
+        webhook_disable_after=int(_env_float("GITSRV_WEBHOOK_DISABLE_AFTER", 10)),
+        webhook_inline_budget=_env_float("GITSRV_WEBHOOK_INLINE_BUDGET", 3.0),
+        webhook_max_commits=int(_env_float("GITSRV_WEBHOOK_MAX_COMMITS", 100)),
         auth_failure_limit=int(_env_float("GITSRV_AUTH_FAILURE_LIMIT", 10)),
         auth_failure_window=_env_float("GITSRV_AUTH_FAILURE_WINDOW", 300.0),
         access_token_lifetime=int(_env_float("GITSRV_ACCESS_TOKEN_LIFETIME", 3600)),

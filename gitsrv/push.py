@@ -8,10 +8,11 @@ git client reads.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -25,16 +26,19 @@ from gitsrv.access.policy import (
     decide,
 )
 from gitsrv.auth.store import Identity
+from gitsrv.config import Settings
 from gitsrv.db.engine import Database
-from gitsrv.db.models import Push, PushRefUpdate
+from gitsrv.db.models import Delivery, Event, Push, PushRefUpdate, utcnow
 from gitsrv.git import pktline
 from gitsrv.git.command import GIT, git_environ
 from gitsrv.git.inspect import ObjectInspector
 from gitsrv.git.quarantine import Quarantine, UnpackError
 from gitsrv.git.receive_pack import PushRequest, format_report, read_request
-from gitsrv.git.refs import stale_reason, update_refs
+from gitsrv.git.refs import read_refs, stale_reason, update_refs
 from gitsrv.git.repos import Repository
-from gitsrv.webhook.events import AcceptedRef, queue_push_event
+from gitsrv.webhook.delivery import DeliveryWorker
+from gitsrv.webhook.events import AcceptedRef, PushEventInput, record_push_event
+from gitsrv.webhook.trigger import accepted_refs, report_first_attempts, tip_messages_of
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,15 @@ class RefResult:
     @property
     def error(self) -> str | None:
         return None if self.status == "ok" else self.reason
+
+
+@dataclass(frozen=True)
+class PushServices:
+    """What a push needs beyond the request: storage, settings, webhook delivery."""
+
+    database: Database
+    settings: Settings
+    delivery: DeliveryWorker | None = None
 
 
 @dataclass(frozen=True)
@@ -122,9 +135,31 @@ def _record(
     context: PushContext,
     request: PushRequest,
     results: list[RefResult],
-) -> tuple[str | None, int]:
-    """Store the push and, if any ref changed, its CI event; return (event id, target count)."""
-    accepted = [result for result in results if result.status == "ok" and result.classification is not Classification.READ]
+    refs_before: dict[str, str],
+    settings: Settings,
+) -> tuple[Event | None, list[Delivery]]:
+    """Store the push and, if any ref changed, its CI event and deliveries, in one transaction."""
+    changed = [r for r in results if r.status == "ok" and r.classification is not Classification.READ]
+    event_input = None
+    if changed:
+        updates = [(r.update.ref, r.update.old, r.update.new, r.classification) for r in changed]
+        try:
+            refs = accepted_refs(context.repository.path, updates, refs_before, settings.webhook_max_commits)
+            messages = tip_messages_of(context.repository.path, refs)
+        except (OSError, subprocess.SubprocessError) as error:
+            # The refs have changed already: deliver the event without commit lists.
+            log.error("reading commits for the push event failed: repo=%s error=%s", context.repository.name, error)
+            refs = [AcceptedRef(ref, old, new, str(classification)) for ref, old, new, classification in updates]
+            messages = {}
+        event_input = PushEventInput(
+            repository=context.repository.name,
+            refs=refs,
+            token_id=context.identity.token_id,
+            token_name=context.identity.name,
+            push_options=request.push_options,
+            tip_messages=messages,
+        )
+
     with database.session() as session:
         push = Push(
             token_id=context.identity.token_id,
@@ -147,23 +182,14 @@ def _record(
                     reason=result.reason,
                 )
             )
-        event_id, targets = None, 0
-        if accepted:
-            event, targets = queue_push_event(
-                session,
-                push.id,
-                context.repository.name,
-                [
-                    AcceptedRef(r.update.ref, r.update.old, r.update.new, str(r.classification))
-                    for r in accepted
-                ],
-                context.identity.token_id,
-                context.identity.name,
-                request.push_options,
-            )
-            event_id = event.id
+        event, deliveries = None, []
+        if event_input is not None:
+            # The background poller leaves new deliveries to the push's own
+            # first attempt until the budget has passed.
+            first_attempt_at = utcnow() + dt.timedelta(seconds=settings.webhook_inline_budget + 2)
+            event, deliveries = record_push_event(session, push.id, event_input, first_attempt_at)
         session.commit()
-    return event_id, targets
+    return event, deliveries
 
 
 def _log_push(context: PushContext, results: list[RefResult]) -> None:
@@ -196,12 +222,7 @@ def _run_auto_gc(repo) -> None:
         log.warning("git gc --auto failed: repo=%s error=%s", repo, error)
 
 
-def receive(
-    stream: BinaryIO,
-    context: PushContext,
-    database: Database,
-    on_event: Callable[[], None] = lambda: None,
-) -> Iterator[bytes]:
+def receive(stream: BinaryIO, context: PushContext, services: PushServices) -> Iterator[bytes]:
     """Handle a receive-pack request body; yield the response body.
 
     Raises pktline.ProtocolError before yielding anything when the request
@@ -211,20 +232,19 @@ def receive(
     if request is None:
         # The probe request git sends before a large, chunked push.
         return iter(())
-    return _receive(stream, request, context, database, on_event)
+    return _receive(stream, request, context, services)
 
 
 def _receive(
     stream: BinaryIO,
     request: PushRequest,
     context: PushContext,
-    database: Database,
-    on_event: Callable[[], None],
+    services: PushServices,
 ) -> Iterator[bytes]:
     repo = context.repository.path
-    messages: list[str] = []
     unpack_error: str | None = None
     results: list[RefResult]
+    refs_before: dict[str, str] = {}
 
     with Quarantine(repo) as quarantine:
         try:
@@ -251,6 +271,9 @@ def _receive(
             ]
             accepted = [r.update for r in results if r.status == "ok"]
             if accepted:
+                if any(u.is_create and u.ref.startswith("refs/heads/") for u in accepted):
+                    # New commits of a created branch are those no earlier ref reaches.
+                    refs_before = {name: object_id for object_id, name in read_refs(repo)}
                 quarantine.migrate()
                 failures = _apply(context, request, accepted)
                 for result in results:
@@ -259,10 +282,10 @@ def _receive(
                         result.reason = failures[result.update.ref]
 
     _log_push(context, results)
-    event_id, targets = _record(database, context, request, results)
-    if event_id is not None and targets:
-        on_event()
-        messages.append(f"CI triggered: push event {event_id} queued for {targets} webhook target(s)")
+    event, deliveries = _record(services.database, context, request, results, refs_before, services.settings)
+    messages = []
+    if event is not None:
+        messages = report_first_attempts(services.delivery, event, deliveries, services.settings.webhook_inline_budget)
 
     body = []
     # Send the messages even when the client asked for `quiet`: git sends it

@@ -50,7 +50,7 @@ class GunicornServer(BaseApplication):
         database = Database(self.settings)
         _delivery = DeliveryWorker(database, self.settings)
         _delivery.start()
-        return GitServer(self.settings, database, on_event=_delivery.wake)
+        return GitServer(self.settings, database, _delivery)
 
 
 def serve(

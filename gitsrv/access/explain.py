@@ -6,7 +6,12 @@ import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gitsrv.access.policy import REQUIRED_SCOPE, Classification, check_ref_name, ref_matches
+from gitsrv.access.policy import (
+    REQUIRED_SCOPE,
+    Classification,
+    check_ref_name,
+    ref_matches,
+)
 from gitsrv.access.scopes import FETCH_SCOPES, Scope
 
 OPERATIONS = ("read", "update", "create", "delete", "force-push")

@@ -9,7 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gitsrv.access.scopes import Scope, format_scopes
-from gitsrv.auth.tokens import BASE62, CLIENT_SECRET_PREFIX, generate_token, hash_token, is_well_formed
+from gitsrv.auth.tokens import (
+    BASE62,
+    CLIENT_SECRET_PREFIX,
+    generate_token,
+    hash_token,
+    is_well_formed,
+)
 from gitsrv.db.models import OAuthApp, utcnow
 
 CLIENT_ID_PREFIX = "gsvapp_"

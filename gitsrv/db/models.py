@@ -120,6 +120,15 @@ class WebhookTarget(Base):
     # HMAC key for X-Gitsrv-Signature-256; kept in clear because signing needs it.
     secret: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(default=True)
+    # JSON lists of glob patterns; an empty list matches everything.
+    repo_filters: Mapped[str] = mapped_column(Text, default="[]")
+    ref_filters: Mapped[str] = mapped_column(Text, default="[]")
+    # Deliver even when the host resolves to a link-local, multicast or
+    # unspecified address.
+    allow_unsafe_address: Mapped[bool] = mapped_column(default=False)
+    # Events given up in a row; reaching the configured limit disables the target.
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -133,6 +142,8 @@ class Event(Base):
     repository: Mapped[str] = mapped_column(String(1000), index=True)
     push_id: Mapped[int | None] = mapped_column(ForeignKey("pushes.id"))
     body: Mapped[bytes] = mapped_column(LargeBinary)
+    # Why the event was recorded but not delivered (a skip marker), if so.
+    skip_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="event")

@@ -16,19 +16,26 @@ from collections.abc import Iterable
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
+from gitsrv.access.explain import repo_matches
 from gitsrv.access.scopes import FETCH_SCOPES, PUSH_SCOPES, Scope, format_scopes
 from gitsrv.auth.credentials import presented_token
-from gitsrv.access.explain import repo_matches
 from gitsrv.auth.ratelimit import FailureLimiter
 from gitsrv.auth.store import Identity, LastUsedTracker, authenticate
 from gitsrv.config import Settings
 from gitsrv.db.engine import Database
 from gitsrv.git import pktline, receive_pack, upload_pack
-from gitsrv.git.repos import InvalidRepoPathError, Repository, find_repository, normalize_name
-from gitsrv.push import PushContext, receive
+from gitsrv.git.repos import (
+    InvalidRepoPathError,
+    Repository,
+    find_repository,
+    normalize_name,
+)
+from gitsrv.push import PushContext, PushServices, receive
 from gitsrv.web import api
 from gitsrv.web.body import UnsupportedEncodingError, request_body
+from gitsrv.web.ci_api import CIApi
 from gitsrv.web.oauth import TokenEndpoint
+from gitsrv.webhook.delivery import DeliveryWorker
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +77,12 @@ def missing_scope(identity: Identity, action: str, needed: Iterable[Scope]) -> R
 class GitServer:
     """The gitsrv WSGI application."""
 
-    def __init__(self, settings: Settings, database: Database, on_event=lambda: None) -> None:
+    def __init__(self, settings: Settings, database: Database, delivery: DeliveryWorker | None = None) -> None:
         self.settings = settings
         self.database = database
-        self.on_event = on_event
+        self.delivery = delivery
+        self.push_services = PushServices(database, settings, delivery)
+        self.ci_api = CIApi(settings, database, delivery)
         self.limiter = FailureLimiter(database, settings.auth_failure_limit, settings.auth_failure_window)
         self.last_used = LastUsedTracker()
         self.token_endpoint = TokenEndpoint(database, settings.access_token_lifetime)
@@ -93,11 +102,13 @@ class GitServer:
             if request.method != "POST":
                 return text_response(405, "Method not allowed.", {"Allow": "POST"})
             return self.token_endpoint.respond(request)
-        if request.path == "/api/v1/token":
+        if request.path == "/api/v1/token" or self.ci_api.matches(request.path):
             identity, refusal = self._authenticate(request)
             if identity is None:
                 return refusal
-            return api.token_info(request, identity)
+            if request.path == "/api/v1/token":
+                return api.token_info(request, identity)
+            return self.ci_api.dispatch(request, identity)
 
         # Paths other than the smart-HTTP endpoints (dumb-HTTP files, config,
         # hooks) are never served, so they are 404 with or without a token.
@@ -217,7 +228,7 @@ class GitServer:
             return text_response(415, f"{exc}.")
         context = PushContext(repository, identity, request.remote_addr, identity.ref_limits)
         try:
-            stream = receive(body, context, self.database, self.on_event)
+            stream = receive(body, context, self.push_services)
         except pktline.ProtocolError as exc:
             log.warning("invalid receive-pack request: repo=%s token=%d error=%s", repository.name, identity.token_id, exc)
             return text_response(400, f"Invalid receive-pack request: {exc}.")
