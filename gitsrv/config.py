@@ -41,6 +41,9 @@ class Settings:
     webhook_inline_budget: float = 3.0
     # Commits listed per created or updated branch in a push event.
     webhook_max_commits: int = 100
+    # Cache generated packs for repeated identical fetches (see git/pack_cache.py).
+    pack_cache: bool = True
+    pack_cache_max_bytes: int = 1 << 30
     # Failed authentications from one address within the window before 429.
     auth_failure_limit: int = 10
     auth_failure_window: float = 300.0
@@ -50,6 +53,10 @@ class Settings:
     @property
     def repos_dir(self) -> Path:
         return self.data_dir / "repos"
+
+    @property
+    def pack_cache_dir(self) -> Path:
+        return self.data_dir / "cache" / "packs"
 
     @property
     def uses_sqlite(self) -> bool:
@@ -74,6 +81,8 @@ def load_settings(data_dir: str | os.PathLike[str] | None = None) -> Settings:
         webhook_disable_after=int(_env_float("GITSRV_WEBHOOK_DISABLE_AFTER", 10)),
         webhook_inline_budget=_env_float("GITSRV_WEBHOOK_INLINE_BUDGET", 3.0),
         webhook_max_commits=int(_env_float("GITSRV_WEBHOOK_MAX_COMMITS", 100)),
+        pack_cache=os.environ.get("GITSRV_PACK_CACHE", "on").lower() not in ("off", "0", "false", "no"),
+        pack_cache_max_bytes=int(_env_float("GITSRV_PACK_CACHE_MAX_MB", 1024) * 1024 * 1024),
         auth_failure_limit=int(_env_float("GITSRV_AUTH_FAILURE_LIMIT", 10)),
         auth_failure_window=_env_float("GITSRV_AUTH_FAILURE_WINDOW", 300.0),
         access_token_lifetime=int(_env_float("GITSRV_ACCESS_TOKEN_LIFETIME", 3600)),

@@ -29,8 +29,7 @@ from gitsrv.auth.store import Identity
 from gitsrv.config import Settings
 from gitsrv.db.engine import Database
 from gitsrv.db.models import Delivery, Event, Push, PushRefUpdate, utcnow
-from gitsrv.git import pktline
-from gitsrv.git.command import GIT, git_environ
+from gitsrv.git import maintenance, pktline
 from gitsrv.git.inspect import ObjectInspector
 from gitsrv.git.quarantine import Quarantine, UnpackError
 from gitsrv.git.receive_pack import PushRequest, format_report, read_request
@@ -208,20 +207,6 @@ def _log_push(context: PushContext, results: list[RefResult]) -> None:
     )
 
 
-def _run_auto_gc(repo) -> None:
-    try:
-        subprocess.run(
-            [GIT, "gc", "--auto", "--quiet"],
-            env=git_environ({"GIT_DIR": str(repo)}),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=600,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        log.warning("git gc --auto failed: repo=%s error=%s", repo, error)
-
-
 def receive(stream: BinaryIO, context: PushContext, services: PushServices) -> Iterator[bytes]:
     """Handle a receive-pack request body; yield the response body.
 
@@ -300,7 +285,7 @@ def _receive(
     yield b"".join(body)
 
     if any(r.status == "ok" for r in results):
-        _run_auto_gc(repo)
+        maintenance.schedule(repo)
 
 
 def _one_line(text: str | None) -> str | None:

@@ -9,10 +9,13 @@ holding the pack in memory.
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,8 +33,27 @@ UPLOAD_PACK_CONFIG = {
 }
 
 
-def _environ(repo: Path, git_protocol: str | None) -> dict[str, str]:
-    extra = {"GIT_DIR": str(repo), **config_environ(UPLOAD_PACK_CONFIG)}
+PACK_CACHE_PROGRAM = Path(__file__).with_name("pack_cache.py")
+
+
+@dataclass(frozen=True)
+class PackCache:
+    """Where generated packs are cached, and how much disk they may use."""
+
+    directory: Path
+    max_bytes: int
+
+
+def _environ(repo: Path, git_protocol: str | None, cache: PackCache | None = None) -> dict[str, str]:
+    config = dict(UPLOAD_PACK_CONFIG)
+    extra = {"GIT_DIR": str(repo)}
+    if cache is not None:
+        # git honours packObjectsHook only from protected configuration,
+        # which includes GIT_CONFIG_COUNT variables, never from the repository.
+        config["uploadpack.packObjectsHook"] = f"{shlex.quote(sys.executable)} {shlex.quote(str(PACK_CACHE_PROGRAM))}"
+        extra["GITSRV_PACK_CACHE_DIR"] = str(cache.directory)
+        extra["GITSRV_PACK_CACHE_MAX_BYTES"] = str(cache.max_bytes)
+    extra.update(config_environ(config))
     if git_protocol:
         extra["GIT_PROTOCOL"] = git_protocol
     return git_environ(extra)
@@ -78,14 +100,16 @@ def _feed(process: subprocess.Popen[bytes], body: BinaryIO) -> None:
             pass
 
 
-def serve(repo: Path, body: BinaryIO, git_protocol: str | None, repo_name: str) -> Iterator[bytes]:
+def serve(
+    repo: Path, body: BinaryIO, git_protocol: str | None, repo_name: str, cache: PackCache | None = None
+) -> Iterator[bytes]:
     """Run one upload-pack request; yield the response as git writes it."""
     process = subprocess.Popen(
         [GIT, "upload-pack", "--stateless-rpc", str(repo)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=_environ(repo, git_protocol),
+        env=_environ(repo, git_protocol, cache),
     )
     feeder = threading.Thread(target=_feed, args=(process, body), daemon=True)
     feeder.start()

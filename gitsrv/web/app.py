@@ -83,6 +83,11 @@ class GitServer:
         self.delivery = delivery
         self.push_services = PushServices(database, settings, delivery)
         self.ci_api = CIApi(settings, database, delivery)
+        self.pack_cache = (
+            upload_pack.PackCache(settings.pack_cache_dir, settings.pack_cache_max_bytes)
+            if settings.pack_cache
+            else None
+        )
         self.limiter = FailureLimiter(database, settings.auth_failure_limit, settings.auth_failure_window)
         self.last_used = LastUsedTracker()
         self.token_endpoint = TokenEndpoint(database, settings.access_token_lifetime)
@@ -210,7 +215,9 @@ class GitServer:
             body = request_body(request.environ)
         except UnsupportedEncodingError as exc:
             return text_response(415, f"{exc}.")
-        stream = upload_pack.serve(repository.path, body, request.headers.get("Git-Protocol"), repository.name)
+        stream = upload_pack.serve(
+            repository.path, body, request.headers.get("Git-Protocol"), repository.name, self.pack_cache
+        )
         return Response(
             stream,
             mimetype=f"application/x-{UPLOAD_PACK}-result",
