@@ -311,3 +311,45 @@ def test_push_records_audit_rows(git, server, repo, tmp_path):
     assert updates["refs/heads/main"] == ("update", "ok", None)
     assert updates["refs/heads/feature"] == ("force-push", "rejected", "force-push requires scope source:delete")
     assert push_row.remote_addr == "127.0.0.1"
+
+
+@pytest.mark.parametrize("version", ["0", "1", "2"])
+def test_push_with_each_protocol_version(git, server, repo, tmp_path, version):
+    work = clone(git, server, repo, server.token("source:read", "source:read-update"), tmp_path / "w")
+    new = commit(git, work, f"pushed over protocol version {version}")
+    trace = tmp_path / "trace"
+
+    result = git.run("-c", f"protocol.version={version}", "push", "origin", "main", cwd=work, check=False,
+                     env={"GIT_TRACE_PACKET": str(trace)})
+
+    assert result.returncode == 0, result.stderr
+    assert server_ref(git, server, repo, "refs/heads/main") == new
+    assert ("version 1" in trace.read_text(errors="replace")) is (version == "1")
+
+
+def test_push_with_gzip_request_body(git, server, repo, sample):
+    """A receive-pack request whose body is gzip-encoded, as some clients send."""
+    import base64
+    import gzip
+    import http.client
+
+    from gitsrv.git import pktline
+
+    token = server.token("source:create")
+    command = f"{'0' * 40} {sample['main']} refs/heads/from-gzip\0report-status\n".encode()
+    empty_pack = bytes.fromhex("5041434b0000000200000000029d08823bd8a8eab510ad6ac75c823cfd3ed31e")
+    body = pktline.encode(command) + pktline.FLUSH + empty_pack
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request("POST", f"/{repo}.git/git-receive-pack", body=gzip.compress(body), headers={
+        "Content-Type": "application/x-git-receive-pack-request",
+        "Content-Encoding": "gzip",
+        "Authorization": "Basic " + base64.b64encode(f"x:{token}".encode()).decode(),
+    })
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+
+    assert response.status == 200
+    assert pktline.encode(b"unpack ok\n") in data
+    assert pktline.encode(b"ok refs/heads/from-gzip\n") in data
+    assert server_ref(git, server, repo, "refs/heads/from-gzip") == sample["main"]

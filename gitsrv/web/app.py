@@ -190,7 +190,9 @@ class GitServer:
         if service == UPLOAD_PACK:
             advertisement = upload_pack.advertise_refs(repository.path, git_protocol)
         else:
-            version = min(version, 1)
+            # receive-pack has no protocol v2: a client asking for it gets v0,
+            # as from git-receive-pack itself.
+            version = 1 if version == 1 else 0
             advertisement = receive_pack.advertise_refs(repository.path, version)
         body = b""
         if version != 2:
