@@ -23,7 +23,7 @@ def _env_float(name: str, default: float) -> float:
 class Settings:
     """Where gitsrv keeps its data and how it delivers webhooks.
 
-    `data_dir` holds `repos/` and, unless `database_url` is set, the embedded
+    `data_dir` contains `repos/` and, unless `database_url` is set, the embedded
     SQLite database `gitsrv.db`.
     """
 

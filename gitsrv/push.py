@@ -1,9 +1,9 @@
 """Carry out one push: quarantine, inspect, decide, apply, record, report.
 
-The rules come from gitsrv.access.policy; this module gathers the facts
-they need, applies the accepted ref updates with compare-and-swap, records
-the push and its CI event in one transaction, and builds the response the
-git client reads.
+The rules come from gitsrv.access.policy. This module gathers the facts
+they need and applies the accepted ref updates with compare-and-swap. It
+then records the push and its CI event in one transaction and builds the
+response the git client reads.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class RefResult:
 
 @dataclass(frozen=True)
 class PushServices:
-    """What a push needs beyond the request: storage, settings, webhook delivery."""
+    """Services a push uses beyond the request: storage, settings and webhook delivery."""
 
     database: Database
     settings: Settings

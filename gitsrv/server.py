@@ -67,7 +67,7 @@ def serve(
         "worker_class": "gthread",
         "threads": threads,
         # A clone of a large repository can stream for minutes; a worker is
-        # only restarted when its main loop stops answering, not per request.
+        # only restarted when its main loop stops responding, not per request.
         "timeout": 120,
         "graceful_timeout": 30,
         "keepalive": 5,

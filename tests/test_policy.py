@@ -151,3 +151,27 @@ def test_parse_scopes_rejects_unknown_with_valid_list():
         parse_scopes(["source:write"])
     assert "invalid scope 'source:write'" in str(error.value)
     assert "source:read-update" in str(error.value)
+
+
+@pytest.mark.parametrize("scopes", [set(), {UPDATE}, {CREATE, DELETE}, {READ, UPDATE, CREATE, DELETE}])
+@pytest.mark.parametrize("ref_limits", [(), ("refs/heads/ci/*",)])
+@pytest.mark.parametrize("ref", ["refs/heads/main", "refs/heads/ci/x", "refs/heads/a..b"])
+def test_explain_agrees_with_decide(scopes, ref_limits, ref):
+    from gitsrv.access.explain import explain
+
+    permissions = {p.operation: p for p in explain(scopes, (), ref_limits, "any/repo", ref)}
+
+    for classification in (Classification.UPDATE, Classification.CREATE, Classification.DELETE, Classification.FORCE_PUSH):
+        verdict = decide(RefUpdate(A, B, ref), classification, scopes, ref_limits)
+        permission = permissions[str(classification)]
+        assert permission.allowed is verdict.accepted
+        assert permission.reason == verdict.reason
+
+
+def test_explain_outside_repo_limits_denies_everything():
+    from gitsrv.access.explain import explain
+
+    permissions = explain({READ, UPDATE}, ("team/*",), (), "other/repo", "refs/heads/main")
+
+    assert [p.allowed for p in permissions] == [False] * 5
+    assert permissions[0].reason == "repository other/repo is outside the token's repo limits team/*"

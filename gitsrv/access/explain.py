@@ -25,7 +25,7 @@ class Permission:
 
 
 def repo_matches(repo: str, patterns: Iterable[str]) -> bool:
-    """Whether a repository name matches the token's repo limits (none means all).
+    """Check whether a repository name matches the token's repo limits; no limits match all names.
 
     Patterns are globs on the name without `.git`; `*` also matches `/`.
     """
@@ -57,14 +57,15 @@ def explain(
     ref_error = check_ref_name(ref) if ref is not None else None
     for operation in OPERATIONS[1:]:
         required = REQUIRED_SCOPE[Classification(operation)]
+        # The same order of checks as policy.decide(), so the reasons agree.
         if ref_error:
             permissions.append(Permission(operation, False, ref_error))
-        elif required not in held:
-            permissions.append(Permission(operation, False, f"{operation} requires scope {required}"))
         elif ref is not None and ref_limits and not ref_matches(ref, ref_limits):
             permissions.append(
                 Permission(operation, False, f"token may only change refs matching {', '.join(ref_limits)}")
             )
+        elif required not in held:
+            permissions.append(Permission(operation, False, f"{operation} requires scope {required}"))
         else:
             permissions.append(Permission(operation, True))
     return permissions

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class FailureLimiter:
-    """Answer 429 to an address after `limit` failed authentications within `window` seconds."""
+    """Respond 429 to an address after `limit` failed authentications within `window` seconds."""
 
     def __init__(self, database: Database, limit: int, window: float) -> None:
         self.database = database
@@ -46,7 +46,7 @@ class FailureLimiter:
             return max(1, int(remaining + 0.999))
 
     def is_over_limit(self, count: int) -> bool:
-        """Whether a failure count is past the limit, so the answer is 429 rather than 401."""
+        """Whether a failure count is past the limit, so the response is 429 rather than 401."""
         return 0 < self.limit < count
 
     def record_failure(self, address: str) -> int:

@@ -16,7 +16,7 @@ from gitsrv.access.scopes import Scope, format_scopes, load_stored_scopes
 from gitsrv.auth.tokens import generate_token, hash_token, is_well_formed
 from gitsrv.db.models import OAuthApp, Token, utcnow
 
-# Last-used times are written at most once per token per this many seconds.
+# Each process writes a token's last-used time at most once per this many seconds.
 LAST_USED_RESOLUTION = 60.0
 
 

@@ -48,7 +48,7 @@ def token() -> None:
 @click.option("--expires-in", metavar="DURATION", help="Lifetime, for example 30d, 12h, 45m or 2w.")
 @click.option("--expires-at", metavar="DATE", help="Expiry as an ISO 8601 date or time (UTC unless a zone is given).")
 @click.option("--repo", "repo_limits", multiple=True, metavar="GLOB",
-              help="Limit the token to repositories matching GLOB (repeatable; * matches /). Others answer 404.")
+              help="Limit the token to repositories matching GLOB (repeatable; * matches /). Other repositories respond 404.")
 @click.option("--ref", "ref_limits", multiple=True, metavar="GLOB",
               help="Limit which refs the token may change, for example 'refs/heads/ci/*' (repeatable).")
 @with_settings
@@ -135,7 +135,7 @@ def token_list(settings: Settings, as_json: bool, include_access_tokens: bool) -
 @click.argument("token_id", metavar="ID", type=int)
 @with_settings
 def token_revoke(settings: Settings, token_id: int) -> None:
-    """Revoke a token; its next request is answered 401, on every server."""
+    """Revoke a token, so that its next request gets 401 on every server."""
     database = database_for(settings)
     with database.session() as session:
         row = revoke_token(session, token_id)

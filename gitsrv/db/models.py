@@ -133,7 +133,7 @@ class WebhookTarget(Base):
 
 
 class Event(Base):
-    """A CI event; `body` holds the exact JSON bytes that are signed and sent."""
+    """A CI event; `body` contains the exact JSON bytes that are signed and sent."""
 
     __tablename__ = "events"
 
@@ -158,7 +158,7 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), index=True)
     target_id: Mapped[int] = mapped_column(ForeignKey("webhook_targets.id"), index=True)
-    # "pending" until a 2xx answer ("delivered") or until retries run out ("failed").
+    # "pending" until a 2xx response ("delivered") or until retries run out ("failed").
     state: Mapped[str] = mapped_column(String(20), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -2,10 +2,10 @@
 
 git upload-pack runs this program instead of pack-objects, appending the
 command it would have run (`git pack-objects ARGS...`) and writing the
-pack-objects input (wants, haves, shallow lines) to its stdin. The program
-answers a request it has answered before, at the same repository state,
-from a cache file; otherwise it runs pack-objects, streams its output and
-keeps a copy.
+pack-objects input (wants, haves, shallow lines) to its stdin. For a request
+it has served before at the same repository state, the program sends the
+cached file. Otherwise it runs pack-objects, streams its output and keeps a
+copy.
 
 The cache key is the SHA-256 of the repository path, the pack-objects
 arguments (without progress options), the exact input, and every ref with

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 
-# Partial clone needs filters, and a lazy fetch of a missing blob asks for
+# Partial clone needs filters, and a lazy fetch of a missing blob requests
 # it by id, which protocol v0 allows only with allowReachableSHA1InWant.
 UPLOAD_PACK_CONFIG = {
     "uploadpack.allowFilter": "true",
@@ -38,7 +38,7 @@ PACK_CACHE_PROGRAM = Path(__file__).with_name("pack_cache.py")
 
 @dataclass(frozen=True)
 class PackCache:
-    """Where generated packs are cached, and how much disk they may use."""
+    """Location and size limit of the cache of generated packs."""
 
     directory: Path
     max_bytes: int
@@ -60,7 +60,7 @@ def _environ(repo: Path, git_protocol: str | None, cache: PackCache | None = Non
 
 
 def protocol_version(git_protocol: str | None) -> int:
-    """Return the protocol version a `Git-Protocol` header value asks for."""
+    """Return the protocol version a `Git-Protocol` header value requests."""
     version = 0
     for item in (git_protocol or "").split(":"):
         key, _, value = item.partition("=")
@@ -121,7 +121,7 @@ def serve(
         finished = True
     finally:
         if not finished:
-            # The client went away: stop generating a pack nobody reads.
+            # The client went away: stop generating a pack that no client reads.
             process.kill()
         feeder.join(timeout=5)
         stderr = process.stderr.read()

@@ -1,7 +1,7 @@
 """The WSGI application: health check, authentication, then the git endpoints.
 
 Order of checks: match a smart-HTTP endpoint (404 for everything else,
-including dumb-HTTP paths, whoever asks), authenticate the token (401),
+including dumb-HTTP paths, with or without a token), authenticate the token (401),
 check the scope the service needs (403), then look the repository up
 (404). Authentication comes before the lookup so that an anonymous client
 cannot probe which repositories exist.
@@ -106,7 +106,7 @@ class GitServer:
         if request.path == "/oauth/token":
             if request.method != "POST":
                 return text_response(405, "Method not allowed.", {"Allow": "POST"})
-            return self.token_endpoint.respond(request)
+            return self._token_endpoint(request)
         if request.path == "/api/v1/token" or self.ci_api.matches(request.path):
             identity, refusal = self._authenticate(request)
             if identity is None:
@@ -175,6 +175,22 @@ class GitServer:
                 return None, self._too_many(address)
             return None, unauthorized()
         return identity, None
+
+    def _token_endpoint(self, request: Request) -> Response:
+        """Issue an access token, counting failed client authentications like failed tokens."""
+        address = request.remote_addr or "unknown"
+        if self.limiter.retry_after(address) is not None:
+            return self._too_many(address)
+        response = self.token_endpoint.respond(request)
+        if response.status_code == 401:
+            count = self.limiter.record_failure(address)
+            log.warning(
+                "client authentication failed: remote=%s client_id=%s failures=%d",
+                address, request.authorization.username if request.authorization else request.form.get("client_id"), count,
+            )
+            if self.limiter.is_over_limit(count):
+                return self._too_many(address)
+        return response
 
     def _too_many(self, address: str) -> Response:
         retry_after = self.limiter.retry_after(address) or int(self.limiter.window)

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class AppClient(ClientMixin):
-    """An OAuth2 application as authlib sees it: confidential, client credentials only."""
+    """An OAuth2 application as an authlib client: confidential, client credentials only."""
 
     def __init__(self, row: OAuthApp) -> None:
         self.row = row
@@ -167,7 +167,19 @@ class TokenEndpoint(AuthorizationServer):
         raise NotImplementedError("gitsrv serves only the token endpoint")
 
     def handle_response(self, status, body, headers) -> Response:
+        if isinstance(body, dict) and body.get("error") == "invalid_client":
+            # authlib's text names the authentication methods, which misleads
+            # a client whose id or secret is simply wrong.
+            body["error_description"] = "client authentication failed: unknown client id or wrong client secret"
         return Response(json.dumps(body), status=status, headers=dict(headers), mimetype="application/json")
 
     def respond(self, request: Request) -> Response:
+        """Handle POST /oauth/token."""
+        if not request.form.get("grant_type"):
+            # RFC 6749 section 5.2: a missing required parameter is invalid_request.
+            return self.handle_response(
+                400,
+                {"error": "invalid_request", "error_description": "missing grant_type parameter"},
+                [("Cache-Control", "no-store"), ("Pragma", "no-cache")],
+            )
         return self.create_token_response(request)

@@ -78,7 +78,7 @@ def resolve_target(url: str, allow_unsafe: bool = False) -> ResolvedTarget:
             reason = unsafe_reason(address)
             if reason:
                 raise TargetURLError(
-                    f"refused URL {url!r}: host {host} resolves to the {reason} address {address}; "
+                    f"rejected URL {url!r}: host {host} resolves to the {reason} address {address}; "
                     "pass --allow-unsafe-address to allow it"
                 )
     return ResolvedTarget(scheme, host, port, path, addresses)

@@ -8,7 +8,7 @@ holds, and a crashed process's lease simply lapses.
 
 Each server worker runs one DeliveryWorker thread that polls for due
 deliveries. A push also makes the first attempt itself, waiting at most a
-short budget, so the pusher can see the CI system's answer.
+short budget, so the pusher can see the CI system's response.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Outcome:
     delivered: bool
     status_code: int | None = None
     error: str | None = None
-    # The `url` field of a 2xx JSON answer: where the CI system shows the build.
+    # The `url` field of a 2xx JSON response, where the CI system shows the build.
     ci_url: str | None = None
 
 

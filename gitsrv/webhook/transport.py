@@ -51,7 +51,7 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 
 def post(target: ResolvedTarget, body: bytes, headers: dict[str, str], timeout: float) -> Reply:
-    """Send the request and read up to MAX_RESPONSE_BYTES of the answer.
+    """Send the request and read up to MAX_RESPONSE_BYTES of the response.
 
     Raises OSError (including timeouts) and http.client.HTTPException on
     transport failures; any HTTP status is returned, redirects included.
