@@ -82,5 +82,8 @@ def serve(
         "starting gitsrv on %s://%s with %d workers x %d threads, data in %s",
         "https" if certfile else "http", bind, workers, threads, settings.data_dir,
     )
-    GunicornServer(settings, options).run()
-    log.info("gitsrv stopped")
+    try:
+        GunicornServer(settings, options).run()
+    finally:
+        # gunicorn's arbiter leaves through sys.exit, so log in a finally block.
+        log.info("gitsrv stopped")
