@@ -125,7 +125,7 @@ def webhook_enable(settings: Settings, target_id: int) -> None:
     with database.session() as session:
         pending = enable_target(session, _target_or_fail(session, target_id))
         session.commit()
-    info(f"enabled webhook target {target_id}; {pending} pending deliveries are due now")
+    info(f"enabled webhook target {target_id}; pending deliveries due now: {pending}")
 
 
 @webhook.command("deliveries")

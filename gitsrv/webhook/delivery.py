@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from gitsrv import __version__
 from gitsrv.config import Settings
@@ -65,6 +65,8 @@ class Outcome:
     error: str | None = None
     # The `url` field of a 2xx JSON response, where the CI system shows the build.
     ci_url: str | None = None
+    # Whether this failure ended the delivery (too old for another retry).
+    given_up: bool = False
 
 
 def _ci_url(body: bytes, content_type: str) -> str | None:
@@ -212,7 +214,9 @@ class DeliveryWorker:
                 delivery.state = "delivered"
                 delivery.delivered_at = utcnow()
                 delivery.last_error = None
-                target.consecutive_failures = 0
+                session.execute(
+                    update(WebhookTarget).where(WebhookTarget.id == target.id).values(consecutive_failures=0)
+                )
                 log.info(
                     "webhook delivered: event=%s target=%d attempt=%d status=%d duration_ms=%d",
                     event.id, target.id, number, status_code, duration_ms,
@@ -220,8 +224,9 @@ class DeliveryWorker:
             else:
                 delivery.last_error = error
                 self._schedule_retry(delivery, target, event.created_at, number, error)
+            given_up = delivery.state == "failed"
             session.commit()
-            return Outcome(delivery.id, target.id, event.id, error is None, status_code, error, ci_url)
+            return Outcome(delivery.id, target.id, event.id, error is None, status_code, error, ci_url, given_up)
 
     def _schedule_retry(self, delivery: Delivery, target: WebhookTarget, created_at: dt.datetime,
                         number: int, error: str) -> None:
@@ -235,7 +240,14 @@ class DeliveryWorker:
             )
             return
         delivery.state = "failed"
-        target.consecutive_failures += 1
+        # Increment in SQL: concurrent attempts to one target must all count.
+        session = object_session(delivery)
+        session.execute(
+            update(WebhookTarget)
+            .where(WebhookTarget.id == target.id)
+            .values(consecutive_failures=WebhookTarget.consecutive_failures + 1)
+        )
+        session.refresh(target, ["consecutive_failures"])
         log.error(
             "webhook delivery given up after %d attempts: event=%s target=%d error=%s",
             number, delivery.event_id, target.id, error,

@@ -72,6 +72,11 @@ def report_first_attempts(
             lines.append(f"CI triggered: {outcome.ci_url}")
         elif outcome.delivered:
             lines.append(f"CI triggered: event {event.id} delivered to webhook target {outcome.target_id}")
+        elif outcome.given_up:
+            lines.append(
+                f"CI trigger failed: event {event.id} to webhook target {outcome.target_id} "
+                f"failed ({outcome.error}) and is not retried"
+            )
         else:
             lines.append(
                 f"CI trigger queued: event {event.id} to webhook target {outcome.target_id} "
