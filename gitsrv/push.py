@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from gitsrv.access.policy import (
     ZERO_ID,
     Classification,
@@ -267,8 +269,14 @@ def _receive(
                         result.reason = failures[result.update.ref]
 
     _log_push(context, results)
-    event, deliveries = _record(services.database, context, request, results, refs_before, services.settings)
     messages = []
+    try:
+        event, deliveries = _record(services.database, context, request, results, refs_before, services.settings)
+    except SQLAlchemyError:
+        # The refs have changed already, so report them; only the record is lost.
+        log.exception("recording the push failed: repo=%s token=%d", context.repository.name, context.identity.token_id)
+        event, deliveries = None, []
+        messages.append("gitsrv: the push was applied but could not be recorded; CI was not triggered")
     if event is not None:
         messages = report_first_attempts(services.delivery, event, deliveries, services.settings.webhook_inline_budget)
 
