@@ -38,7 +38,7 @@ from gitsrv.git.receive_pack import PushRequest, format_report, read_request
 from gitsrv.git.refs import read_refs, stale_reason, update_refs
 from gitsrv.git.repos import Repository
 from gitsrv.webhook.delivery import DeliveryWorker
-from gitsrv.webhook.events import AcceptedRef, PushEventInput, record_push_event
+from gitsrv.webhook.events import AcceptedRef, PushEventInput, matching_targets, record_push_event
 from gitsrv.webhook.trigger import accepted_refs, report_first_attempts, tip_messages_of
 
 log = logging.getLogger(__name__)
@@ -90,23 +90,20 @@ def _decide_all(
 def _check_objects(
     updates: list[RefUpdate], verdicts: list[Verdict], inspector: ObjectInspector
 ) -> list[str | None]:
-    """Return, per update, MISSING_OBJECTS when an accepted update's objects are incomplete."""
+    """Return, per update, MISSING_OBJECTS when an accepted update's objects are incomplete.
+
+    One connectivity walk covers every new tip; only when it fails are the
+    tips checked one by one to find the incomplete ones.
+    """
     errors: list[str | None] = [None] * len(updates)
     candidates = [
         index
         for index, (update, verdict) in enumerate(zip(updates, verdicts))
         if verdict.accepted and update.new != ZERO_ID
     ]
-    if not candidates:
+    if not candidates or inspector.is_connected(updates[index].new for index in candidates):
         return errors
-    missing = inspector.missing_objects(updates[index].new for index in candidates)
     for index in candidates:
-        if updates[index].new in missing:
-            errors[index] = MISSING_OBJECTS
-    complete = [index for index in candidates if errors[index] is None]
-    if inspector.is_connected(updates[index].new for index in complete):
-        return errors
-    for index in complete:
         if not inspector.is_connected([updates[index].new]):
             errors[index] = MISSING_OBJECTS
     return errors
@@ -144,14 +141,18 @@ def _record(
     event_input = None
     if changed:
         updates = [(r.update.ref, r.update.old, r.update.new, r.classification) for r in changed]
-        try:
-            refs = accepted_refs(context.repository.path, updates, refs_before, settings.webhook_max_commits)
-            messages = tip_messages_of(context.repository.path, refs)
-        except (OSError, subprocess.SubprocessError) as error:
-            # The refs have changed already: deliver the event without commit lists.
-            log.error("reading commits for the push event failed: repo=%s error=%s", context.repository.name, error)
-            refs = [AcceptedRef(ref, old, new, str(classification)) for ref, old, new, classification in updates]
-            messages = {}
+        refs = [AcceptedRef(ref, old, new, str(classification)) for ref, old, new, classification in updates]
+        messages: dict[str, str | None] = {}
+        with database.session() as session:
+            # Commit lists and skip markers only matter to a target that gets the event.
+            delivered = bool(matching_targets(session, context.repository.name, [u[0] for u in updates]))
+        if delivered:
+            try:
+                refs = accepted_refs(context.repository.path, updates, refs_before, settings.webhook_max_commits)
+                messages = tip_messages_of(context.repository.path, refs)
+            except (OSError, subprocess.SubprocessError) as error:
+                # The refs have changed already: deliver the event without commit lists.
+                log.error("reading commits for the push event failed: repo=%s error=%s", context.repository.name, error)
         event_input = PushEventInput(
             repository=context.repository.name,
             refs=refs,
@@ -194,19 +195,30 @@ def _record(
 
 
 def _log_push(context: PushContext, results: list[RefResult]) -> None:
-    summary = " ".join(
-        f"{r.update.ref}:{r.update.old[:12]}..{r.update.new[:12]}:{r.classification}:{r.status}"
-        + (f"({r.reason})" if r.reason else "")
-        for r in results
-    )
+    """Log one summary line per push and one line per ref update, for grep."""
+    accepted = sum(1 for r in results if r.status == "ok")
     log.info(
-        "push token=%d repo=%s remote=%s refs=%d %s",
+        "push token=%d repo=%s remote=%s refs=%d ok=%d rejected=%d failed=%d",
         context.identity.token_id,
         context.repository.name,
         context.remote_addr,
         len(results),
-        summary,
+        accepted,
+        sum(1 for r in results if r.status == "rejected"),
+        sum(1 for r in results if r.status == "failed"),
     )
+    for r in results:
+        log.info(
+            "push ref token=%d repo=%s ref=%s old=%s new=%s classification=%s status=%s%s",
+            context.identity.token_id,
+            context.repository.name,
+            r.update.ref,
+            r.update.old,
+            r.update.new,
+            r.classification,
+            r.status,
+            f" reason={r.reason!r}" if r.reason else "",
+        )
 
 
 def receive(stream: BinaryIO, context: PushContext, services: PushServices) -> Iterator[bytes]:

@@ -42,13 +42,14 @@ def runs(folder: Path) -> int:
 
 
 def run_hook(repo_path: Path, cache: Path, wrapper: Path, request: str, *options: str,
-             max_bytes: int | None = None) -> bytes:
+             max_bytes: int | None = None, git_options: tuple[str, ...] = ()) -> bytes:
     environ = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
     environ.update(GIT_DIR=str(repo_path), GITSRV_PACK_CACHE_DIR=str(cache))
     if max_bytes is not None:
         environ["GITSRV_PACK_CACHE_MAX_BYTES"] = str(max_bytes)
     result = subprocess.run(
-        [sys.executable, str(HOOK), str(wrapper), "pack-objects", "--revs", "--stdout", "--delta-base-offset", *options],
+        [sys.executable, str(HOOK), str(wrapper), *git_options, "pack-objects", "--revs", "--stdout",
+         "--delta-base-offset", *options],
         input=request.encode(),
         capture_output=True,
         env=environ,
@@ -114,6 +115,26 @@ def test_moved_ref_misses(repo, tmp_path):
     finally:
         subprocess.run(["git", "--git-dir", str(repo_path), "update-ref", "-d", "refs/heads/moved"], check=True)
 
+    assert runs(tmp_path) == 2
+
+
+def test_shallow_file_content_is_the_key(repo, tmp_path):
+    repo_path, ids = repo
+    wrapper = make_wrapper(tmp_path)
+    cache = tmp_path / "cache"
+    # upload-pack names a new temporary shallow file for every request.
+    first_file = tmp_path / "shallow-1"
+    second_file = tmp_path / "shallow-2"
+    other_file = tmp_path / "shallow-3"
+    first_file.write_text(f"{ids['main_parent']}\n")
+    second_file.write_text(f"{ids['main_parent']}\n")
+    other_file.write_text(f"{ids['merge_first_parent']}\n")
+
+    first = run_hook(repo_path, cache, wrapper, f"{ids['main']}\n", git_options=("--shallow-file", str(first_file)))
+    second = run_hook(repo_path, cache, wrapper, f"{ids['main']}\n", git_options=("--shallow-file", str(second_file)))
+    run_hook(repo_path, cache, wrapper, f"{ids['main']}\n", git_options=("--shallow-file", str(other_file)))
+
+    assert second == first
     assert runs(tmp_path) == 2
 
 
@@ -198,6 +219,12 @@ def test_server_clones_through_cache(git, tmp_path, enabled):
         git.run("commit", "-q", "-m", "moves main", cwd=work)
         git.run("push", "-q", "origin", "main", cwd=work)
         new = git.out("rev-parse", "HEAD", cwd=work)
+
+        # An incremental fetch sends haves, so it bypasses the cache.
+        git.run("--git-dir", str(tmp_path / "first.git"), "fetch", "-q", server.url("sample", token),
+                "refs/heads/main:refs/heads/main")
+        assert git.out("--git-dir", str(tmp_path / "first.git"), "rev-parse", "main") == new
+        assert len(cache_entries(cache)) == 1
 
         git.run("clone", "-q", "--bare", server.url("sample", token), str(tmp_path / "third.git"))
         # The moved ref made the third clone miss, so it got its own entry.

@@ -41,14 +41,6 @@ class ObjectInspector:
             peeled[object_id] = name if kind == "commit" else None
         return peeled
 
-    def missing_objects(self, object_ids: Iterable[str]) -> set[str]:
-        """Return the ids among `object_ids` that are in neither store."""
-        ids = sorted(set(object_ids) - {ZERO_ID})
-        if not ids:
-            return set()
-        output = self._run(["cat-file", "--batch-check=%(objectname)"], "\n".join(ids).encode() + b"\n")
-        return {line.split()[0] for line in output.stdout.decode().splitlines() if line.endswith(" missing")}
-
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         """Whether commit `ancestor` is reachable from commit `descendant`.
 

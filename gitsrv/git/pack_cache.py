@@ -29,7 +29,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,9 +40,35 @@ LOCK_TIMEOUT = 600.0
 PROGRESS_OPTIONS = {"--progress", "--quiet", "-q", "--all-progress", "--all-progress-implied"}
 
 
+def key_arguments(args: list[str]) -> tuple[list[str], bytes]:
+    """Return the arguments that shape the pack, and the content of a shallow file.
+
+    For a shallow fetch upload-pack runs `git --shallow-file FILE
+    pack-objects ...` with a temporary FILE: its content, not its name,
+    belongs in the key.
+    """
+    kept = []
+    shallow = b""
+    position = 0
+    while position < len(args):
+        argument = args[position]
+        if argument == "--shallow-file" and position + 1 < len(args):
+            path = args[position + 1]
+            if path:
+                with open(path, "rb") as shallow_file:
+                    shallow = shallow_file.read()
+            position += 2
+            continue
+        if argument not in PROGRESS_OPTIONS:
+            kept.append(argument)
+        position += 1
+    return kept, shallow
+
+
 def cache_key(repo: Path, args: list[str], request: bytes, refs: bytes) -> str:
+    kept, shallow = key_arguments(args)
     digest = hashlib.sha256(KEY_VERSION)
-    for part in (str(repo).encode(), "\0".join(a for a in args if a not in PROGRESS_OPTIONS).encode(), request, refs):
+    for part in (str(repo).encode(), "\0".join(kept).encode(), shallow, request, refs):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
@@ -68,25 +93,23 @@ def copy_file(path: Path, output) -> None:
 
 def run_and_fill(args: list[str], request: bytes, entry: Path, output) -> int:
     """Run pack-objects, stream its stdout to `output` and store it as `entry` if it succeeds."""
-    temporary = tempfile.NamedTemporaryFile(dir=entry.parent, prefix=entry.name + ".", suffix=".tmp", delete=False)
+    temporary = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
     try:
-        process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(request)
-        process.stdin.close()
-        while chunk := process.stdout.read(CHUNK):
-            temporary.write(chunk)
-            output.write(chunk)
-        output.flush()
-        returncode = process.wait()
-        temporary.close()
+        with open(temporary, "wb") as copy:
+            process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write(request)
+            process.stdin.close()
+            while chunk := process.stdout.read(CHUNK):
+                copy.write(chunk)
+                output.write(chunk)
+            output.flush()
+            returncode = process.wait()
         if returncode == 0:
-            os.replace(temporary.name, entry)
+            os.replace(temporary, entry)
         return returncode
     finally:
-        temporary.close()
-        if os.path.exists(temporary.name):
-            os.unlink(temporary.name)
+        temporary.unlink(missing_ok=True)
 
 
 def acquire(lock_path: Path) -> int | None:
@@ -135,7 +158,7 @@ def evict(root: Path, max_bytes: int) -> None:
 
 def main(argv: list[str]) -> int:
     args = argv[1:]
-    if len(args) < 2 or args[1] != "pack-objects":
+    if "pack-objects" not in args[1:]:
         print(f"usage: {argv[0]} git pack-objects [ARGS...] (run by upload-pack as its packObjectsHook)", file=sys.stderr)
         return 2
     root_setting = os.environ.get("GITSRV_PACK_CACHE_DIR")

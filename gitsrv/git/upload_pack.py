@@ -24,6 +24,8 @@ from gitsrv.git.command import GIT, config_environ, git_environ
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+# Requests up to this size are read whole to decide whether to use the pack cache.
+PEEK_BYTES = 1024 * 1024
 
 # Partial clone needs filters, and a lazy fetch of a missing blob requests
 # it by id, which protocol v0 allows only with allowReachableSHA1InWant.
@@ -50,7 +52,11 @@ def _environ(repo: Path, git_protocol: str | None, cache: PackCache | None = Non
     if cache is not None:
         # git honours packObjectsHook only from protected configuration,
         # which includes GIT_CONFIG_COUNT variables, never from the repository.
-        config["uploadpack.packObjectsHook"] = f"{shlex.quote(sys.executable)} {shlex.quote(str(PACK_CACHE_PROGRAM))}"
+        # -I -S: the hook needs only the standard library, and skipping
+        # site-packages makes the interpreter start faster on every pack.
+        config["uploadpack.packObjectsHook"] = (
+            f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(PACK_CACHE_PROGRAM))}"
+        )
         extra["GITSRV_PACK_CACHE_DIR"] = str(cache.directory)
         extra["GITSRV_PACK_CACHE_MAX_BYTES"] = str(cache.max_bytes)
     extra.update(config_environ(config))
@@ -83,9 +89,10 @@ def advertise_refs(repo: Path, git_protocol: str | None) -> bytes:
     return result.stdout
 
 
-def _feed(process: subprocess.Popen[bytes], body: BinaryIO) -> None:
+def _feed(process: subprocess.Popen[bytes], prefix: bytes, body: BinaryIO) -> None:
     assert process.stdin is not None
     try:
+        process.stdin.write(prefix)
         shutil.copyfileobj(body, process.stdin, CHUNK)
     except (BrokenPipeError, ValueError):
         # upload-pack stopped reading early (for example on a bad request);
@@ -100,10 +107,46 @@ def _feed(process: subprocess.Popen[bytes], body: BinaryIO) -> None:
             pass
 
 
+def sends_haves(prefix: bytes) -> bool:
+    """Whether the pkt-lines in `prefix` (the start of a request) include a `have` line."""
+    position = 0
+    while position + 4 <= len(prefix):
+        try:
+            size = int(prefix[position : position + 4], 16)
+        except ValueError:
+            return True
+        if size < 4:
+            position += 4
+            continue
+        if prefix[position + 4 : position + 9] == b"have ":
+            return True
+        position += size
+    return False
+
+
+def choose_cache(body: BinaryIO, cache: PackCache | None) -> tuple[bytes, PackCache | None]:
+    """Read the start of the request and decide whether its pack may come from the cache.
+
+    Only requests without `have` lines (clones, and fetches into empty
+    repositories) repeat often enough to be worth caching; an incremental
+    fetch is specific to one client's state, and starting the cache program
+    for it costs more than it saves. Returns the bytes read, which must be
+    sent to upload-pack before the rest of the body.
+    """
+    if cache is None:
+        return b"", None
+    prefix = body.read(PEEK_BYTES)
+    complete = len(prefix) < PEEK_BYTES or not body.peek(1)
+    if not complete or sends_haves(prefix):
+        return prefix, None
+    return prefix, cache
+
+
 def serve(
     repo: Path, body: BinaryIO, git_protocol: str | None, repo_name: str, cache: PackCache | None = None
 ) -> Iterator[bytes]:
     """Run one upload-pack request; yield the response as git writes it."""
+    prefix, cache = choose_cache(body, cache)
     process = subprocess.Popen(
         [GIT, "upload-pack", "--stateless-rpc", str(repo)],
         stdin=subprocess.PIPE,
@@ -111,7 +154,7 @@ def serve(
         stderr=subprocess.PIPE,
         env=_environ(repo, git_protocol, cache),
     )
-    feeder = threading.Thread(target=_feed, args=(process, body), daemon=True)
+    feeder = threading.Thread(target=_feed, args=(process, prefix, body), daemon=True)
     feeder.start()
     assert process.stdout is not None and process.stderr is not None
     finished = False
