@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from gitsrv.access.policy import (
@@ -172,18 +173,22 @@ def _record(
         )
         session.add(push)
         session.flush()
-        for result in results:
-            session.add(
-                PushRefUpdate(
-                    push_id=push.id,
-                    ref=result.update.ref,
-                    old=result.update.old,
-                    new=result.update.new,
-                    classification=str(result.classification),
-                    status=result.status,
-                    reason=result.reason,
-                )
-            )
+        # One multi-row INSERT: a mirror push can carry thousands of ref updates.
+        session.execute(
+            insert(PushRefUpdate),
+            [
+                {
+                    "push_id": push.id,
+                    "ref": result.update.ref,
+                    "old": result.update.old,
+                    "new": result.update.new,
+                    "classification": str(result.classification),
+                    "status": result.status,
+                    "reason": result.reason,
+                }
+                for result in results
+            ],
+        )
         event, deliveries = None, []
         if event_input is not None:
             # The background poller leaves new deliveries to the push's own
