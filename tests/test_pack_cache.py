@@ -233,3 +233,18 @@ def test_server_clones_through_cache(git, tmp_path, enabled):
         assert git.out("--git-dir", str(tmp_path / "third.git"), "rev-parse", "main^") == ids["main"]
     finally:
         server.stop()
+
+
+def test_repository_with_bitmap_bypasses_cache(tmp_path):
+    import io
+
+    from gitsrv.git.upload_pack import PackCache, choose_cache
+
+    repo_path = tmp_path / "bitmapped.git"
+    load_builder().build_sample(repo_path)
+    cache = PackCache(tmp_path / "cache", 1 << 20)
+    request = b"0032want " + b"a" * 40 + b"\n00000009done\n"
+
+    assert choose_cache(repo_path, io.BufferedReader(io.BytesIO(request)), cache) == (request, cache)
+    subprocess.run(["git", "--git-dir", str(repo_path), "repack", "-a", "-d", "-q", "--write-bitmap-index"], check=True)
+    assert choose_cache(repo_path, io.BufferedReader(io.BytesIO(request)), cache) == (request, None)

@@ -124,18 +124,26 @@ def sends_haves(prefix: bytes) -> bool:
     return False
 
 
-def choose_cache(body: BinaryIO, cache: PackCache | None) -> tuple[bytes, PackCache | None]:
+def has_bitmap(repo: Path) -> bool:
+    return any((repo / "objects" / "pack").glob("*.bitmap"))
+
+
+def choose_cache(repo: Path, body: BinaryIO, cache: PackCache | None) -> tuple[bytes, PackCache | None]:
     """Read the start of the request and decide whether its pack may come from the cache.
 
     Only requests without `have` lines (clones, and fetches into empty
     repositories) repeat often enough to be worth caching; an incremental
     fetch is specific to one client's state, and starting the cache program
-    for it costs more than it saves. Returns the bytes read, which must be
-    sent to upload-pack before the rest of the body.
+    for it costs more than it saves. A repository with a reachability bitmap
+    is not cached either: there pack-objects answers a clone by reusing its
+    pack almost verbatim, as fast as a cache hit. Returns the bytes read,
+    which must be sent to upload-pack before the rest of the body.
     """
     if cache is None:
         return b"", None
     prefix = body.read(PEEK_BYTES)
+    if has_bitmap(repo):
+        return prefix, None
     complete = len(prefix) < PEEK_BYTES or not body.peek(1)
     if not complete or sends_haves(prefix):
         return prefix, None
@@ -146,7 +154,7 @@ def serve(
     repo: Path, body: BinaryIO, git_protocol: str | None, repo_name: str, cache: PackCache | None = None
 ) -> Iterator[bytes]:
     """Run one upload-pack request; yield the response as git writes it."""
-    prefix, cache = choose_cache(body, cache)
+    prefix, cache = choose_cache(repo, body, cache)
     process = subprocess.Popen(
         [GIT, "upload-pack", "--stateless-rpc", str(repo)],
         stdin=subprocess.PIPE,
