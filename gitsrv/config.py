@@ -9,14 +9,28 @@ from pathlib import Path
 DEFAULT_DATA_DIR = "./gitsrv-data"
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_float(name: str, default: float, minimum: float = 0.0) -> float:
     value = os.environ.get(name)
     if value is None or value == "":
         return default
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise SystemExit(f"invalid {name}={value!r}: expected a number") from None
+        raise ValueError(f"invalid {name}={value!r}: expected a number") from None
+    if number < minimum:
+        raise ValueError(f"invalid {name}={value!r}: must be at least {minimum:g}")
+    return number
+
+
+def _env_switch(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("on", "1", "true", "yes"):
+        return True
+    if value in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"invalid {name}={value!r}: expected on or off")
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,8 @@ def load_settings(data_dir: str | os.PathLike[str] | None = None) -> Settings:
     """Build the settings from an explicit data folder or the environment.
 
     `data_dir` wins over `GITSRV_DATA`; `GITSRV_DATABASE_URL` (any SQLAlchemy
-    URL) replaces the SQLite file inside the data folder.
+    URL) replaces the SQLite file inside the data folder. Raises ValueError
+    for an invalid setting.
     """
     chosen = data_dir or os.environ.get("GITSRV_DATA") or DEFAULT_DATA_DIR
     root = Path(chosen).expanduser().absolute()
@@ -76,14 +91,14 @@ def load_settings(data_dir: str | os.PathLike[str] | None = None) -> Settings:
         data_dir=root,
         database_url=database_url,
         webhook_backoff=_env_float("GITSRV_WEBHOOK_BACKOFF", 5.0),
-        webhook_timeout=_env_float("GITSRV_WEBHOOK_TIMEOUT", 10.0),
+        webhook_timeout=_env_float("GITSRV_WEBHOOK_TIMEOUT", 10.0, minimum=0.1),
         webhook_max_age=_env_float("GITSRV_WEBHOOK_MAX_AGE", 24 * 3600.0),
         webhook_disable_after=int(_env_float("GITSRV_WEBHOOK_DISABLE_AFTER", 10)),
         webhook_inline_budget=_env_float("GITSRV_WEBHOOK_INLINE_BUDGET", 3.0),
         webhook_max_commits=int(_env_float("GITSRV_WEBHOOK_MAX_COMMITS", 100)),
-        pack_cache=os.environ.get("GITSRV_PACK_CACHE", "on").lower() not in ("off", "0", "false", "no"),
+        pack_cache=_env_switch("GITSRV_PACK_CACHE", True),
         pack_cache_max_bytes=int(_env_float("GITSRV_PACK_CACHE_MAX_MB", 1024) * 1024 * 1024),
         auth_failure_limit=int(_env_float("GITSRV_AUTH_FAILURE_LIMIT", 10)),
         auth_failure_window=_env_float("GITSRV_AUTH_FAILURE_WINDOW", 300.0),
-        access_token_lifetime=int(_env_float("GITSRV_ACCESS_TOKEN_LIFETIME", 3600)),
+        access_token_lifetime=int(_env_float("GITSRV_ACCESS_TOKEN_LIFETIME", 3600, minimum=1)),
     )

@@ -82,6 +82,10 @@ def serve(
         "starting gitsrv on %s://%s with %d workers x %d threads, data in %s",
         "https" if certfile else "http", bind, workers, threads, settings.data_dir,
     )
+    if settings.pack_cache:
+        log.info("pack cache on: %s, at most %d MiB", settings.pack_cache_dir, settings.pack_cache_max_bytes >> 20)
+    else:
+        log.info("pack cache off")
     try:
         GunicornServer(settings, options).run()
     finally:

@@ -205,7 +205,7 @@ def test_redeliver_sends_next_attempt(git, server, receiver, repo, tmp_path):
     assert all(r["error"] is not None for r in every_failed)
 
     table = server.cli("webhook", "deliveries", "--event", event_id, "--target", "1").stdout.splitlines()
-    assert table[0].split() == ["TIME", "EVENT", "TARGET", "ATTEMPT", "RESULT", "MS", "STATE"]
+    assert table[0].split() == ["TIME", "EVENT", "TARGET", "ATTEMPT", "RESULT", "MS", "DELIVERY"]
     assert [line.split()[4] for line in table[1:]] == ["3", "2", "1"]
 
 
@@ -513,8 +513,9 @@ def test_ci_trigger_requires_scopes(server, ci_events, scopes, missing):
         (TRIGGER_PATH, trigger_body("refs/heads/no-such-branch"), 404, "ref refs/heads/no-such-branch not found"),
         (TRIGGER_PATH, b'{"branch": "main"}', 400, "invalid request body"),
         (TRIGGER_PATH, b"not json", 400, "invalid request body"),
+        (TRIGGER_PATH, b'{"ref": "main"}', 400, "invalid ref 'main': give the full ref name, for example refs/heads/main"),
     ],
-    ids=["unknown-repo", "unknown-ref", "no-ref-field", "not-json"],
+    ids=["unknown-repo", "unknown-ref", "no-ref-field", "not-json", "short-ref"],
 )
 def test_ci_trigger_rejects_bad_request(server, ci_events, path, body, status, error):
     actual_status, response = api(server, "POST", path, server.token("ci:read-update", "source:read"), body)

@@ -345,6 +345,6 @@ def test_failed_client_authentication_is_logged(server, ci_app):
                                         ci_app.basic_auth("gsc_wrong"))
 
     assert status == 401
-    assert body["error_description"] == "client authentication failed: unknown client id or wrong client secret"
+    assert body["error_description"] == "client authentication failed: unknown or revoked client id, or wrong client secret"
     assert server.log().count("client authentication failed") == before + 1
     assert "gsc_wrong" not in server.log()

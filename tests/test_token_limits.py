@@ -585,7 +585,7 @@ def test_audit_since_invalid_rejected(server):
     result = server.cli("audit", "--since", "last week", check=False)
 
     assert result.returncode == 2
-    assert "Invalid value for --since: invalid date 'last week'" in result.stderr
+    assert "Invalid value for --since: invalid value 'last week': expected a duration such as 24h or 7d" in result.stderr
 
 
 def test_audit_text_line_per_ref(server, audited_push):

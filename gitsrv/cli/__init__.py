@@ -15,7 +15,7 @@ import click
 from gitsrv import __version__
 from gitsrv.cli.apps import app
 from gitsrv.cli.audit import audit
-from gitsrv.cli.common import database_for, info, with_settings
+from gitsrv.cli.common import DATA_HELP, database_for, info, with_settings
 from gitsrv.cli.repos import repo
 from gitsrv.cli.tokens import token
 from gitsrv.cli.webhooks import webhook
@@ -29,7 +29,8 @@ from gitsrv.db.engine import Database
     "(any SQLAlchemy URL, for example postgresql+psycopg://user@host/gitsrv) is set."
 )
 @click.version_option(__version__, prog_name="gitsrv")
-def main() -> None:
+@click.option("--data", "data_dir", metavar="DIR", help=DATA_HELP)
+def main(data_dir: str | None) -> None:
     """gitsrv: a git smart-HTTP server with token-scoped access."""
 
 

@@ -31,8 +31,12 @@ def audit(settings: Settings, repo: str | None, token_id: int | None, since: str
         except ValueError:
             try:
                 since_moment = parse_moment(since)
-            except ValueError as error:
-                raise click.BadParameter(str(error), param_hint="--since") from None
+            except ValueError:
+                raise click.BadParameter(
+                    f"invalid value {since!r}: expected a duration such as 24h or 7d, "
+                    "or an ISO 8601 date such as 2027-01-31",
+                    param_hint="--since",
+                ) from None
     database = database_for(settings)
     with database.session() as session:
         query = select(Push).order_by(Push.id.desc()).limit(limit)

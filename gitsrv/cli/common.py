@@ -17,12 +17,21 @@ DATA_HELP = "Data folder: repos/ and the SQLite database gitsrv.db. [env: GITSRV
 
 
 def with_settings(command):
-    """Add --data to a command and pass the resulting Settings as `settings`."""
+    """Add --data to a command and pass the resulting Settings as `settings`.
 
-    @click.option("--data", "data_dir", metavar="DIR", envvar="GITSRV_DATA", help=DATA_HELP)
+    `--data` after the subcommand wins over `gitsrv --data DIR`, which wins
+    over GITSRV_DATA.
+    """
+
+    @click.option("--data", "data_dir", metavar="DIR", help=DATA_HELP)
     @functools.wraps(command)
     def wrapper(*args, data_dir=None, **kwargs):
-        return command(*args, settings=load_settings(data_dir), **kwargs)
+        chosen = data_dir or click.get_current_context().find_root().params.get("data_dir")
+        try:
+            settings = load_settings(chosen)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+        return command(*args, settings=settings, **kwargs)
 
     return wrapper
 

@@ -28,7 +28,7 @@ from gitsrv.cli.common import (
 from gitsrv.config import Settings
 from gitsrv.db.models import Token, utcnow
 from gitsrv.durations import parse_duration, parse_moment
-from gitsrv.git.repos import InvalidRepoPathError, normalize_name
+from gitsrv.git.repos import InvalidRepoPathError, find_repository, normalize_name
 
 
 @click.group()
@@ -167,6 +167,8 @@ def token_explain(settings: Settings, token_id: int, repo: str, ref: str | None)
     if not usable:
         click.echo("this token is revoked or expired: every request with it is answered 401")
     click.echo(f"repository {name}" + (f", ref {ref}" if ref else ""))
+    if find_repository(settings.repos_dir, name) is None:
+        click.echo(f"note: repository {name} does not exist on this server; these are the token's rights if it did")
     for permission in explain(identity.scopes, identity.repo_limits, identity.ref_limits, name, ref):
         verdict = "allowed" if permission.allowed and usable else "denied"
         reason = permission.reason or ("" if usable else "token is revoked or expired")

@@ -131,7 +131,7 @@ def webhook_enable(settings: Settings, target_id: int) -> None:
 @webhook.command("deliveries")
 @click.option("--target", "target_id", type=int, help="Only this target's attempts.")
 @click.option("--event", "event_id", help="Only this event's attempts.")
-@click.option("--failed", is_flag=True, help="Only failed attempts.")
+@click.option("--failed", is_flag=True, help="Only failed attempts (whatever their delivery's state now).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="Maximum attempts shown.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array for scripts.")
 @with_settings
@@ -169,10 +169,11 @@ def webhook_deliveries(settings: Settings, target_id: int | None, event_id: str 
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
+    # RESULT is this attempt's outcome; DELIVERY is where its delivery stands now.
     print_table(
-        ["TIME", "EVENT", "TARGET", "ATTEMPT", "RESULT", "MS", "STATE"],
+        ["TIME", "EVENT", "TARGET", "ATTEMPT", "RESULT", "MS", "DELIVERY"],
         [[format_time_exact(r["time"]), r["event_id"], str(r["target_id"]), str(r["attempt"]),
-          r["error"] or str(r["status_code"]), str(r["duration_ms"]), r["delivery_state"]] for r in records],
+          r["error"] or f"HTTP {r['status_code']}", str(r["duration_ms"]), r["delivery_state"]] for r in records],
     )
 
 
@@ -191,8 +192,12 @@ def webhook_redeliver(settings: Settings, event_id: str, target_id: int | None) 
         event = session.get(Event, event_id)
         if event is None:
             raise click.ClickException(f"no event with id {event_id}")
+        if target_id is not None:
+            _target_or_fail(session, target_id)
         queued = redeliver(session, event, target_id)
         session.commit()
+        if not queued and target_id is not None:
+            raise click.ClickException(f"webhook target {target_id} does not match event {event_id}")
         if not queued:
             raise click.ClickException(f"no webhook target matches event {event_id}")
         info(f"queued event {event_id} for {len(queued)} webhook target(s); a running server delivers it within seconds")

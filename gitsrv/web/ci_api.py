@@ -139,8 +139,10 @@ class CIApi:
             return repository
         payload = request.get_json(force=True, silent=True)
         ref = payload.get("ref") if isinstance(payload, dict) else None
-        if not isinstance(ref, str) or not ref.startswith("refs/"):
+        if not isinstance(ref, str):
             return _error(400, 'invalid request body: expected JSON {"ref": "refs/heads/<branch>"}')
+        if not ref.startswith("refs/"):
+            return _error(400, f"invalid ref {ref!r}: give the full ref name, for example refs/heads/{ref}")
         commit = current_value(repository.path, ref)
         if commit == ZERO_ID:
             return _error(404, f"ref {ref} not found in {repository.name}")

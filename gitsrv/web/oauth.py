@@ -167,11 +167,16 @@ class TokenEndpoint(AuthorizationServer):
         raise NotImplementedError("gitsrv serves only the token endpoint")
 
     def handle_response(self, status, body, headers) -> Response:
+        headers = dict(headers)
         if isinstance(body, dict) and body.get("error") == "invalid_client":
             # authlib's text names the authentication methods, which misleads
-            # a client whose id or secret is simply wrong.
-            body["error_description"] = "client authentication failed: unknown client id or wrong client secret"
-        return Response(json.dumps(body), status=status, headers=dict(headers), mimetype="application/json")
+            # a client whose id or secret is simply wrong or revoked.
+            body["error_description"] = (
+                "client authentication failed: unknown or revoked client id, or wrong client secret"
+            )
+            if "WWW-Authenticate" in headers:
+                headers["WWW-Authenticate"] = 'Basic realm="gitsrv", error="invalid_client"'
+        return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
 
     def respond(self, request: Request) -> Response:
         """Handle POST /oauth/token."""
