@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.fastimport import import_repository
 from gitsrv.access.policy import Classification, RefUpdate
 from gitsrv.git.inspect import ObjectInspector
 
@@ -83,38 +84,7 @@ def git(repo: Path, *args: str, timeout: float = 300) -> str:
 
 
 def build_repository(dest: Path, commits: int) -> None:
-    subprocess.run(
-        ["git", "init", "--quiet", "--bare", "--initial-branch=main", str(dest)],
-        stdin=subprocess.DEVNULL,
-        check=True,
-        timeout=60,
-    )
-    with tempfile.TemporaryFile() as errors:
-        importer = subprocess.Popen(
-            ["git", "--git-dir", str(dest), "fast-import", "--quiet"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-        )
-        assert importer.stdin is not None
-        try:
-            write_history(importer.stdin, commits)
-        except BrokenPipeError:
-            pass  # fast-import stopped reading; its exit status and stderr show why.
-        finally:
-            try:
-                importer.stdin.close()
-            except BrokenPipeError:
-                pass
-        try:
-            importer.wait(timeout=600)
-        except subprocess.TimeoutExpired:
-            importer.kill()
-            importer.wait()
-            raise RuntimeError("git fast-import did not finish within 600 s") from None
-        errors.seek(0)
-        if importer.returncode != 0:
-            raise RuntimeError(f"git fast-import failed: {errors.read().decode(errors='replace').strip()}")
+    import_repository(dest, lambda stream: write_history(stream, commits), timeout=600)
 
 
 def make_cases(repo: Path, commits: int) -> list[Case]:

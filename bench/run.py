@@ -34,7 +34,13 @@ from bench.apache import ReferenceServer
 from bench.clients import COMMAND_TIMEOUT, GitClient, Pusher
 from bench.gitsrv_server import ALL_SOURCE_SCOPES, GitsrvServer
 from bench.processes import PeakSampler, sample_tree, wait_until_idle
-from bench.report import Row, format_table, load_average, machine_lines, repository_lines
+from bench.report import (
+    Row,
+    format_table,
+    load_average,
+    machine_lines,
+    repository_lines,
+)
 from gitsrv.cli import serve as serve_command
 
 DEFAULT_RUNS = 5

@@ -20,10 +20,11 @@ import argparse
 import dataclasses
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import BinaryIO
+
+from bench.fastimport import import_repository
 
 DEFAULT_COMMITS = 4000
 # 2020-09-13 12:26:40 UTC; each step of the history is 15 minutes later.
@@ -391,41 +392,14 @@ def build(dest: Path, commits: int = DEFAULT_COMMITS) -> BuildResult:
     if dest.exists():
         raise FileExistsError(f"{dest} already exists; pass a path that does not exist")
     started = time.monotonic()
-    subprocess.run(
-        ["git", "init", "--quiet", "--bare", "--initial-branch=main", str(dest)],
-        stdin=subprocess.DEVNULL,
-        check=True,
-        timeout=60,
-    )
-    with tempfile.TemporaryFile() as errors:
-        # stderr goes to a file, not a pipe, so git cannot block on a full
-        # pipe while this process is busy writing the stream.
-        importer = subprocess.Popen(
-            ["git", "--git-dir", str(dest), "fast-import", "--quiet"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-        )
-        assert importer.stdin is not None
-        writer = HistoryWriter(importer.stdin, commits)
-        try:
-            writer.write_history()
-        except BrokenPipeError:
-            pass  # fast-import stopped reading; its exit status and stderr show why.
-        finally:
-            try:
-                importer.stdin.close()
-            except BrokenPipeError:
-                pass
-        try:
-            importer.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            importer.kill()
-            importer.wait()
-            raise RuntimeError("git fast-import did not finish within 300 s") from None
-        errors.seek(0)
-        if importer.returncode != 0:
-            raise RuntimeError(f"git fast-import failed: {errors.read().decode(errors='replace').strip()}")
+    writers: list[HistoryWriter] = []
+
+    def write(stream: BinaryIO) -> None:
+        writers.append(HistoryWriter(stream, commits))
+        writers[0].write_history()
+
+    import_repository(dest, write, timeout=300)
+    [writer] = writers
 
     git(dest, "repack", "-a", "-d", "-f", "-q", "--window=10", "--depth=50", timeout=600)
     git(dest, "pack-refs", "--all", "--prune")
