@@ -35,7 +35,7 @@ def _env_switch(name: str, default: bool) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    """Where gitsrv keeps its data and how it delivers webhooks.
+    """Settings of one gitsrv installation: data folder, database, limits and webhook delivery.
 
     `data_dir` contains `repos/` and, unless `database_url` is set, the embedded
     SQLite database `gitsrv.db`.
