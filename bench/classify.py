@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.fastimport import import_repository
+from bench.repository import git, import_repository
 from gitsrv.access.policy import Classification, RefUpdate
 from gitsrv.git.inspect import ObjectInspector
 
@@ -67,20 +66,6 @@ def write_history(out, commits: int) -> None:
         commit(b"refs/heads/diverged", mark, parent, fork_at + offset, b"diverged %d\n" % offset)
         parent = mark
     out.write(b"done\n")
-
-
-def git(repo: Path, *args: str, timeout: float = 300) -> str:
-    result = subprocess.run(
-        ["git", "--git-dir", str(repo), *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed in {repo}: {result.stderr.strip()}")
-    return result.stdout.strip()
 
 
 def build_repository(dest: Path, commits: int) -> None:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import BinaryIO
 
-from bench.fastimport import import_repository
+from bench.repository import git, import_repository
 
 DEFAULT_COMMITS = 4000
 # 2020-09-13 12:26:40 UTC; each step of the history is 15 minutes later.
@@ -370,20 +369,6 @@ class HistoryWriter:
         self.main_commit(step)
 
 
-def git(repo: Path, *args: str, timeout: float = 300) -> str:
-    result = subprocess.run(
-        ["git", "--git-dir", str(repo), *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed in {repo}: {result.stderr.strip()}")
-    return result.stdout
-
-
 def build(dest: Path, commits: int = DEFAULT_COMMITS) -> BuildResult:
     """Create the bare repository `dest` (which must not exist) and return its figures."""
     if commits < 2:
@@ -412,7 +397,7 @@ def build(dest: Path, commits: int = DEFAULT_COMMITS) -> BuildResult:
         annotated_tags=writer.annotated_tags,
         merges=writer.merges,
         files=len(writer.files),
-        main_tip=git(dest, "rev-parse", "refs/heads/main").strip(),
+        main_tip=git(dest, "rev-parse", "refs/heads/main"),
         seconds=time.monotonic() - started,
     )
 

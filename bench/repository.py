@@ -1,4 +1,4 @@
-"""Create a bare repository from a `git fast-import` stream written by a callback."""
+"""Build the bench repositories: run git on them, and import fast-import streams."""
 
 from __future__ import annotations
 
@@ -7,6 +7,24 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+
+def git(repo: Path, *args: str, timeout: float = 300) -> str:
+    """Run `git --git-dir REPO ARGS...` and return its stdout without surrounding whitespace.
+
+    Raises RuntimeError with git's stderr when it fails.
+    """
+    result = subprocess.run(
+        ["git", "--git-dir", str(repo), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed in {repo}: {result.stderr.strip()}")
+    return result.stdout.strip()
 
 
 def import_repository(dest: Path, write: Callable[[BinaryIO], None], timeout: float) -> None:
