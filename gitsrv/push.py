@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -33,13 +32,19 @@ from gitsrv.config import Settings
 from gitsrv.db.engine import Database
 from gitsrv.db.models import Delivery, Event, Push, PushRefUpdate, utcnow
 from gitsrv.git import maintenance, pktline
+from gitsrv.git.command import GitError
 from gitsrv.git.inspect import ObjectInspector
 from gitsrv.git.quarantine import Quarantine, UnpackError
 from gitsrv.git.receive_pack import PushRequest, format_report, read_request
 from gitsrv.git.refs import read_refs, stale_reason, update_refs
 from gitsrv.git.repos import Repository
 from gitsrv.webhook.delivery import DeliveryWorker
-from gitsrv.webhook.events import AcceptedRef, PushEventInput, matching_targets, record_push_event
+from gitsrv.webhook.events import (
+    AcceptedRef,
+    PushEventInput,
+    matching_targets,
+    record_push_event,
+)
 from gitsrv.webhook.trigger import accepted_refs, report_first_attempts, tip_messages_of
 
 log = logging.getLogger(__name__)
@@ -140,18 +145,21 @@ def _record(
     """Store the push and, if any ref changed, its CI event and deliveries, in one transaction."""
     changed = [r for r in results if r.status == "ok" and r.classification is not Classification.READ]
     event_input = None
+    target_ids: list[int] = []
     if changed:
         updates = [(r.update.ref, r.update.old, r.update.new, r.classification) for r in changed]
         refs = [AcceptedRef(ref, old, new, str(classification)) for ref, old, new, classification in updates]
         messages: dict[str, str | None] = {}
+        # A short session of its own: the git commands below run outside any transaction.
         with database.session() as session:
-            # Commit lists and skip markers only matter to a target that gets the event.
-            delivered = bool(matching_targets(session, context.repository.name, [u[0] for u in updates]))
-        if delivered:
+            targets = matching_targets(session, context.repository.name, [u[0] for u in updates])
+            target_ids = [target.id for target in targets]
+        # Commit lists and skip markers only matter to a target that gets the event.
+        if target_ids:
             try:
                 refs = accepted_refs(context.repository.path, updates, refs_before, settings.webhook_max_commits)
                 messages = tip_messages_of(context.repository.path, refs)
-            except (OSError, subprocess.SubprocessError) as error:
+            except (OSError, GitError) as error:
                 # The refs have changed already: deliver the event without commit lists.
                 log.error("reading commits for the push event failed: repo=%s error=%s", context.repository.name, error)
         event_input = PushEventInput(
@@ -194,7 +202,7 @@ def _record(
             # The background poller leaves new deliveries to the push's own
             # first attempt until the budget has passed.
             first_attempt_at = utcnow() + dt.timedelta(seconds=settings.webhook_inline_budget + 2)
-            event, deliveries = record_push_event(session, push.id, event_input, first_attempt_at)
+            event, deliveries = record_push_event(session, push.id, event_input, first_attempt_at, target_ids)
         session.commit()
     return event, deliveries
 

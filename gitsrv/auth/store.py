@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from gitsrv.access.scopes import Scope, format_scopes, load_stored_scopes
 from gitsrv.auth.tokens import generate_token, hash_token, is_well_formed
-from gitsrv.db.models import OAuthApp, Token, utcnow
+from gitsrv.db.models import OAuthApp, Token, as_utc, utcnow
 
 # Each process writes a token's last-used time at most once per this many seconds.
 LAST_USED_RESOLUTION = 60.0
@@ -31,13 +31,6 @@ class Identity:
     ref_limits: tuple[str, ...] = ()
     expires_at: dt.datetime | None = None
     app_id: int | None = None
-
-
-def as_utc(moment: dt.datetime | None) -> dt.datetime | None:
-    """Attach UTC to a stored time; SQLite returns naive datetimes."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=dt.timezone.utc)
 
 
 def limits_of(text: str) -> tuple[str, ...]:

@@ -7,10 +7,9 @@ import json
 import click
 from sqlalchemy import select
 
-from gitsrv.auth.store import as_utc
 from gitsrv.cli.common import database_for, with_settings
 from gitsrv.config import Settings
-from gitsrv.db.models import Push, utcnow
+from gitsrv.db.models import Push, as_utc, utcnow
 from gitsrv.durations import parse_duration, parse_moment
 from gitsrv.git.repos import normalize_name
 

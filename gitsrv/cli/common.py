@@ -8,9 +8,9 @@ import functools
 import click
 
 from gitsrv.access.scopes import InvalidScopeError, parse_scopes
-from gitsrv.auth.store import as_utc
 from gitsrv.config import Settings, load_settings
 from gitsrv.db.engine import Database
+from gitsrv.db.models import as_utc
 from gitsrv.db.ready import SchemaBehindError, open_database
 
 DATA_HELP = "Data folder: repos/ and the SQLite database gitsrv.db. [env: GITSRV_DATA; default: ./gitsrv-data]"

@@ -9,7 +9,6 @@ import click
 from gitsrv.access.explain import explain
 from gitsrv.access.scopes import VALID_SCOPE_NAMES, format_scopes
 from gitsrv.auth.store import (
-    as_utc,
     create_token,
     identity_of,
     is_usable,
@@ -26,7 +25,7 @@ from gitsrv.cli.common import (
     with_settings,
 )
 from gitsrv.config import Settings
-from gitsrv.db.models import Token, utcnow
+from gitsrv.db.models import Token, as_utc, utcnow
 from gitsrv.durations import parse_duration, parse_moment
 from gitsrv.git.repos import InvalidRepoPathError, find_repository, normalize_name
 

@@ -7,10 +7,9 @@ import json
 import click
 from sqlalchemy import select
 
-from gitsrv.auth.store import as_utc
 from gitsrv.cli.common import database_for, info, print_table, with_settings
 from gitsrv.config import Settings
-from gitsrv.db.models import Delivery, DeliveryAttempt, Event, WebhookTarget
+from gitsrv.db.models import Delivery, DeliveryAttempt, Event, WebhookTarget, as_utc
 from gitsrv.webhook.addresses import TargetURLError
 from gitsrv.webhook.targets import (
     add_target,

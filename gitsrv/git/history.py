@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gitsrv.access.policy import ZERO_ID
-from gitsrv.git.command import GIT, git_environ
+from gitsrv.git.command import run_git
 
 FIELD = "\x00"
 RECORD = "\x1e"
@@ -38,14 +37,7 @@ class CommitInfo:
 
 
 def _git(repo: Path, args: list[str], input: str) -> str:
-    result = subprocess.run(
-        [GIT, *args],
-        input=input.encode(),
-        capture_output=True,
-        env=git_environ({"GIT_DIR": str(repo)}),
-        check=True,
-    )
-    return result.stdout.decode("utf-8", "replace")
+    return run_git(repo, args, input=input.encode()).stdout.decode("utf-8", "replace")
 
 
 def new_commits(repo: Path, new: str, exclude: Iterable[str], limit: int) -> tuple[list[CommitInfo], int]:
@@ -71,14 +63,7 @@ def tip_messages(repo: Path, object_ids: Sequence[str]) -> dict[str, str | None]
     if not ids:
         return {}
     request = "".join(f"{object_id}^{{commit}}\n" for object_id in ids)
-    process = subprocess.run(
-        [GIT, "cat-file", "--batch"],
-        input=request.encode(),
-        capture_output=True,
-        env=git_environ({"GIT_DIR": str(repo)}),
-        check=True,
-    )
-    data = process.stdout
+    data = run_git(repo, ["cat-file", "--batch"], input=request.encode()).stdout
     messages: dict[str, str | None] = {}
     position = 0
     for object_id in ids:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from gitsrv.access.policy import ZERO_ID, Classification, RefUpdate, classify
-from gitsrv.git.command import GIT, git_environ
+from gitsrv.git.command import run_git
 
 
 class ObjectInspector:
@@ -15,18 +15,10 @@ class ObjectInspector:
 
     def __init__(self, repo: Path, environ: Mapping[str, str]) -> None:
         self.repo = repo
-        self.environ = git_environ({"GIT_DIR": str(repo), **environ})
+        self.environ = dict(environ)
 
     def _run(self, args: list[str], input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [GIT, *args],
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
-            env=self.environ,
-            cwd=self.repo,
-            check=False,
-        )
+        return run_git(self.repo, args, input=input, env=self.environ, check=False)
 
     def peel_to_commits(self, object_ids: Iterable[str]) -> dict[str, str | None]:
         """Map each object id to the commit it peels to, or None (missing, not a commit)."""

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from gitsrv.access.explain import repo_matches
 from gitsrv.access.scopes import FETCH_SCOPES, PUSH_SCOPES, Scope, format_scopes
 from gitsrv.auth.credentials import presented_token
 from gitsrv.auth.ratelimit import FailureLimiter
@@ -25,16 +24,14 @@ from gitsrv.config import Settings
 from gitsrv.db.engine import Database
 from gitsrv.git import pktline, receive_pack, upload_pack
 from gitsrv.git.repos import (
-    InvalidRepoPathError,
     Repository,
-    find_repository,
-    normalize_name,
 )
 from gitsrv.push import PushContext, PushServices, receive
 from gitsrv.web import api
 from gitsrv.web.body import UnsupportedEncodingError, request_body
 from gitsrv.web.ci_api import CIApi
 from gitsrv.web.oauth import TokenEndpoint
+from gitsrv.web.visibility import visible_repository
 from gitsrv.webhook.delivery import DeliveryWorker
 
 log = logging.getLogger(__name__)
@@ -138,14 +135,7 @@ class GitServer:
         if service == RECEIVE_PACK and not identity.scopes & PUSH_SCOPES:
             return missing_scope(identity, "Pushing", PUSH_SCOPES)
 
-        try:
-            name = normalize_name(match["repo"])
-        except InvalidRepoPathError:
-            return not_found()
-        # A repository outside the token's limits looks like one that does not exist.
-        if not repo_matches(name, identity.repo_limits):
-            return not_found()
-        repository = find_repository(self.settings.repos_dir, name)
+        repository = visible_repository(self.settings.repos_dir, identity, match["repo"])
         if repository is None:
             return not_found()
 
@@ -168,10 +158,7 @@ class GitServer:
             if identity is not None and self.last_used.due(identity.token_id):
                 self.last_used.record(session, identity.token_id)
         if identity is None:
-            count = self.limiter.record_failure(address)
-            log.warning("authentication failed: remote=%s path=%s failures=%d", address, request.path, count)
-            if self.limiter.is_over_limit(count):
-                # Another process may have seen the earlier failures.
+            if self._count_failure(address, "authentication failed: remote=%s path=%s", address, request.path):
                 return None, self._too_many(address)
             return None, unauthorized()
         return identity, None
@@ -183,14 +170,20 @@ class GitServer:
             return self._too_many(address)
         response = self.token_endpoint.respond(request)
         if response.status_code == 401:
-            count = self.limiter.record_failure(address)
-            log.warning(
-                "client authentication failed: remote=%s client_id=%s failures=%d",
-                address, request.authorization.username if request.authorization else request.form.get("client_id"), count,
-            )
-            if self.limiter.is_over_limit(count):
+            client_id = request.authorization.username if request.authorization else request.form.get("client_id")
+            if self._count_failure(address, "client authentication failed: remote=%s client_id=%s", address, client_id):
                 return self._too_many(address)
         return response
+
+    def _count_failure(self, address: str, message: str, *args: object) -> bool:
+        """Record and log a failed authentication; return whether the address is now past the limit.
+
+        The count comes from the database, so it includes failures that other
+        processes saw.
+        """
+        count = self.limiter.record_failure(address)
+        log.warning(message + " failures=%d", *args, count)
+        return self.limiter.is_over_limit(count)
 
     def _too_many(self, address: str) -> Response:
         retry_after = self.limiter.retry_after(address) or int(self.limiter.window)

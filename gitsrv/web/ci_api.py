@@ -14,21 +14,18 @@ import re
 from sqlalchemy import select
 from werkzeug.wrappers import Request, Response
 
-from gitsrv.access.explain import repo_matches
 from gitsrv.access.policy import ZERO_ID
 from gitsrv.access.scopes import FETCH_SCOPES, Scope
-from gitsrv.auth.store import Identity, as_utc
+from gitsrv.auth.store import Identity
 from gitsrv.config import Settings
 from gitsrv.db.engine import Database
-from gitsrv.db.models import Delivery, Event
+from gitsrv.db.models import Delivery, Event, as_utc
 from gitsrv.git.refs import current_value
 from gitsrv.git.repos import (
-    InvalidRepoPathError,
     Repository,
-    find_repository,
-    normalize_name,
 )
 from gitsrv.web.api import json_response
+from gitsrv.web.visibility import visible_repository
 from gitsrv.webhook.delivery import DeliveryWorker
 from gitsrv.webhook.events import record_trigger_event
 
@@ -47,11 +44,7 @@ def _readable_repository(settings: Settings, identity: Identity, path: str) -> R
     """Return the repository if the token may read it, else the error response."""
     if not identity.scopes & FETCH_SCOPES:
         return _error(403, f"reading this repository requires scope {Scope.SOURCE_READ}")
-    try:
-        name = normalize_name(path)
-    except InvalidRepoPathError:
-        return _error(404, "repository not found")
-    repository = find_repository(settings.repos_dir, name) if repo_matches(name, identity.repo_limits) else None
+    repository = visible_repository(settings.repos_dir, identity, path)
     if repository is None:
         return _error(404, "repository not found")
     return repository

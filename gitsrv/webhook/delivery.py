@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, object_session
 from gitsrv import __version__
 from gitsrv.config import Settings
 from gitsrv.db.engine import Database
-from gitsrv.db.models import Delivery, DeliveryAttempt, WebhookTarget, utcnow
+from gitsrv.db.models import Delivery, DeliveryAttempt, WebhookTarget, as_utc, utcnow
 from gitsrv.webhook.addresses import TargetURLError, resolve_target
 from gitsrv.webhook.signing import sign
 from gitsrv.webhook.transport import post
@@ -46,11 +46,6 @@ def backoff_delay(base: float, attempts: int) -> float:
     """Seconds to wait after the `attempts`-th failure: doubling, capped, with ±20% jitter."""
     delay = min(base * 2 ** (attempts - 1), MAX_BACKOFF)
     return delay * random.uniform(0.8, 1.2)
-
-
-def as_utc(moment: dt.datetime) -> dt.datetime:
-    # SQLite returns naive datetimes; every stored time is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True)

@@ -93,15 +93,23 @@ def matching_targets(session: Session, repository: str, refs: Sequence[str]) -> 
 
 
 def queue_deliveries(
-    session: Session, event: Event, refs: Sequence[str], first_attempt_at: dt.datetime
+    session: Session,
+    event: Event,
+    refs: Sequence[str],
+    first_attempt_at: dt.datetime,
+    target_ids: Sequence[int] | None = None,
 ) -> list[Delivery]:
     """Add one pending delivery of `event` per matching target.
 
     Disabled targets get one too, so enabling them again delivers it.
+    `target_ids`, when given, are the matching targets the caller already
+    looked up.
     """
+    if target_ids is None:
+        target_ids = [target.id for target in matching_targets(session, event.repository, refs)]
     deliveries = []
-    for target in matching_targets(session, event.repository, refs):
-        delivery = Delivery(event_id=event.id, target_id=target.id, next_attempt_at=first_attempt_at)
+    for target_id in target_ids:
+        delivery = Delivery(event_id=event.id, target_id=target_id, next_attempt_at=first_attempt_at)
         session.add(delivery)
         deliveries.append(delivery)
     session.flush()
@@ -109,9 +117,16 @@ def queue_deliveries(
 
 
 def record_push_event(
-    session: Session, push_id: int, event_input: PushEventInput, first_attempt_at: dt.datetime
+    session: Session,
+    push_id: int,
+    event_input: PushEventInput,
+    first_attempt_at: dt.datetime,
+    target_ids: Sequence[int] | None = None,
 ) -> tuple[Event, list[Delivery]]:
-    """Add a push event and, unless it is skipped, its deliveries to the session's transaction."""
+    """Add a push event and, unless it is skipped, its deliveries to the session's transaction.
+
+    `target_ids` are passed on to queue_deliveries().
+    """
     now = utcnow()
     event_id = str(uuid.uuid4())
     payload = {
@@ -137,7 +152,9 @@ def record_push_event(
     session.flush()
     if reason is not None:
         return event, []
-    return event, queue_deliveries(session, event, [ref.ref for ref in event_input.refs], first_attempt_at)
+    return event, queue_deliveries(
+        session, event, [ref.ref for ref in event_input.refs], first_attempt_at, target_ids
+    )
 
 
 def record_trigger_event(
