@@ -237,9 +237,9 @@ def postgres_admin():
     """
     from tests import pgserver
 
-    given = os.environ.get("GITSRV_TEST_POSTGRES_URL")
-    if given:
-        yield given
+    configured_url = os.environ.get("GITSRV_TEST_POSTGRES_URL")
+    if configured_url:
+        yield configured_url
         return
     if pgserver.find_binary("initdb") is None:
         if os.environ.get("GITSRV_REQUIRE_POSTGRES") == "1":

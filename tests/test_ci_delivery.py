@@ -20,7 +20,6 @@ import pytest
 
 from tests.conftest import Server, copy_sample, free_port
 from tests.test_webhook import (
-    DELIVERY_TIMEOUT,
     WEBHOOK_PATH,
     WEBHOOK_SECRET,
     Receiver,

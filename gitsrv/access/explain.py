@@ -41,7 +41,7 @@ def explain(
     ref: str | None = None,
 ) -> list[Permission]:
     """List, for each operation, whether the token may do it on `repo` (and `ref`)."""
-    held = set(scopes)
+    granted = set(scopes)
     repo_limits = tuple(repo_limits)
     ref_limits = tuple(ref_limits)
     if not repo_matches(repo, repo_limits):
@@ -49,7 +49,7 @@ def explain(
         return [Permission(operation, False, reason) for operation in OPERATIONS]
 
     permissions = []
-    if held & FETCH_SCOPES:
+    if granted & FETCH_SCOPES:
         permissions.append(Permission("read", True))
     else:
         permissions.append(Permission("read", False, f"read requires scope {Scope.SOURCE_READ}"))
@@ -64,7 +64,7 @@ def explain(
             permissions.append(
                 Permission(operation, False, f"token may only change refs matching {', '.join(ref_limits)}")
             )
-        elif required not in held:
+        elif required not in granted:
             permissions.append(Permission(operation, False, f"{operation} requires scope {required}"))
         else:
             permissions.append(Permission(operation, True))

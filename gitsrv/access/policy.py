@@ -21,7 +21,7 @@ TAG_PREFIX = "refs/tags/"
 
 
 class Classification(str, enum.Enum):
-    """What one ref update does to the ref."""
+    """Kind of change that one ref update makes to its ref."""
 
     READ = "read"
     CREATE = "create"
@@ -116,7 +116,7 @@ def check_ref_name(ref: str) -> str | None:
 
 
 def ref_matches(ref: str, patterns: Iterable[str]) -> bool:
-    """Whether `ref` matches one of the glob patterns (`*` spans slashes)."""
+    """Check whether `ref` matches one of the glob patterns, where `*` also matches `/`."""
     return any(fnmatch.fnmatchcase(ref, pattern) for pattern in patterns)
 
 

@@ -78,6 +78,6 @@ def format_scopes(scopes: Iterable[Scope]) -> str:
 
 
 def load_stored_scopes(text: str) -> frozenset[Scope]:
-    """Read scopes back from storage, skipping names this version no longer knows."""
+    """Read scopes back from storage, skipping names that this version no longer defines."""
     known = {scope.value: scope for scope in Scope}
     return frozenset(known[name] for name in text.split() if name in known)

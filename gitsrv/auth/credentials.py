@@ -25,9 +25,10 @@ def _decode_basic(value: str) -> str | None:
 def presented_token(environ: Mapping[str, object]) -> str | None:
     """Return the token a request presents, or None when it presents none.
 
-    Accepted forms: Basic auth with the token as password (any user name), as
-    user name with an empty password, or as the whole credential; `Bearer`;
-    and the `OSF-TOKEN` header. Scheme words match in any case.
+    Accepted forms are Basic auth with the token as the password (any user
+    name), as the user name with an empty password, or as the whole
+    credential. `Bearer` and the `OSF-TOKEN` header work too. Scheme words
+    match in any case.
     """
     header = environ.get("HTTP_AUTHORIZATION")
     if isinstance(header, str) and header.strip():

@@ -46,7 +46,7 @@ class FailureLimiter:
             return max(1, int(remaining + 0.999))
 
     def is_over_limit(self, count: int) -> bool:
-        """Whether a failure count is past the limit, so the response is 429 rather than 401."""
+        """Check whether a failure count is past the limit, so that the response is 429 rather than 401."""
         return 0 < self.limit < count
 
     def record_failure(self, address: str) -> int:

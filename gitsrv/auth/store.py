@@ -80,7 +80,7 @@ def create_token(
 
 
 def is_usable(row: Token, now: dt.datetime) -> bool:
-    """Whether a token is neither revoked, expired, nor issued to a revoked app."""
+    """Check that a token is not revoked, not expired and not issued to a revoked app."""
     if row.revoked_at is not None:
         return False
     expires_at = as_utc(row.expires_at)

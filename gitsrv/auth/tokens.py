@@ -42,7 +42,7 @@ def generate_token(prefix: str = PREFIX) -> str:
 
 
 def is_well_formed(token: str, prefix: str = PREFIX) -> bool:
-    """Whether `token` has the gitsrv format and a matching checksum."""
+    """Check that `token` has the gitsrv format and a matching checksum."""
     if len(token) != len(prefix) + BODY_LENGTH + CHECKSUM_LENGTH or not token.startswith(prefix):
         return False
     if any(char not in BASE62 for char in token[len(prefix) :]):

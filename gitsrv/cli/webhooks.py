@@ -168,7 +168,7 @@ def webhook_deliveries(settings: Settings, target_id: int | None, event_id: str 
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
-    # RESULT is this attempt's outcome; DELIVERY is where its delivery stands now.
+    # RESULT is this attempt's outcome, and DELIVERY is the current state of its delivery.
     print_table(
         ["TIME", "EVENT", "TARGET", "ATTEMPT", "RESULT", "MS", "DELIVERY"],
         [[format_time_exact(r["time"]), r["event_id"], str(r["target_id"]), str(r["attempt"]),

@@ -19,7 +19,7 @@ def open_database(settings: Settings) -> Database:
     """Open the database, migrating embedded SQLite automatically.
 
     A server database (PostgreSQL) is never migrated implicitly: when it is
-    behind, SchemaBehindError says which command to run.
+    behind, SchemaBehindError names the command to run.
     """
     database = Database(settings)
     current, head = migrate.pending_revisions(database.engine)

@@ -34,7 +34,7 @@ class ObjectInspector:
         return peeled
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        """Whether commit `ancestor` is reachable from commit `descendant`.
+        """Check whether commit `ancestor` is reachable from commit `descendant`.
 
         git uses commit-graph generation numbers when the repository has
         them, so the walk stops early on long histories.
@@ -61,7 +61,7 @@ class ObjectInspector:
         ]
 
     def is_connected(self, tips: Iterable[str]) -> bool:
-        """Whether every object reachable from `tips` is present.
+        """Check that every object reachable from `tips` is present.
 
         Objects already reachable from the repository's refs are trusted, as
         git's own connectivity check after a push does.

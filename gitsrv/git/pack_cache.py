@@ -47,7 +47,7 @@ def key_arguments(args: list[str]) -> tuple[list[str], bytes]:
     pack-objects ...` with a temporary FILE: its content, not its name,
     belongs in the key.
     """
-    kept = []
+    key_args = []
     shallow = b""
     position = 0
     while position < len(args):
@@ -60,15 +60,15 @@ def key_arguments(args: list[str]) -> tuple[list[str], bytes]:
             position += 2
             continue
         if argument not in PROGRESS_OPTIONS:
-            kept.append(argument)
+            key_args.append(argument)
         position += 1
-    return kept, shallow
+    return key_args, shallow
 
 
 def cache_key(repo: Path, args: list[str], request: bytes, refs: bytes) -> str:
-    kept, shallow = key_arguments(args)
+    key_args, shallow = key_arguments(args)
     digest = hashlib.sha256(KEY_VERSION)
-    for part in (str(repo).encode(), "\0".join(kept).encode(), shallow, request, refs):
+    for part in (str(repo).encode(), "\0".join(key_args).encode(), shallow, request, refs):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()

@@ -1,8 +1,8 @@
 """A quarantine object directory for the objects of one push.
 
 The pushed pack is unpacked or indexed into a temporary object directory
-inside the repository's `objects/`; git commands that inspect the push see
-it through GIT_OBJECT_DIRECTORY with the real store as an alternate. Only
+inside the repository's `objects/`. Git commands that inspect the push see
+it through GIT_OBJECT_DIRECTORY, with the real store as an alternate. Only
 when at least one ref update is accepted are the objects moved into the
 repository; otherwise the directory is deleted and the push leaves nothing.
 """

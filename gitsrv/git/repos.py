@@ -1,8 +1,8 @@
 """Find, create and list the bare repositories under the repos folder.
 
-A repository is named by its path under the folder without the `.git`
-suffix; on disk it is `<name>.git` (a folder without the suffix is found
-too, for repositories copied in by hand).
+A repository is named by its path under the folder, without the `.git`
+suffix. On disk it is `<name>.git`, and a folder without the suffix is found
+too, for repositories copied in by hand.
 """
 
 from __future__ import annotations
@@ -97,11 +97,11 @@ def list_repositories(repos_dir: Path) -> list[Repository]:
     if not root.is_dir():
         return found
     for current, dirs, _files in os.walk(root):
-        here = Path(current)
-        if here != root and _is_bare_repository(here):
-            relative = here.relative_to(root).as_posix()
+        folder = Path(current)
+        if folder != root and _is_bare_repository(folder):
+            relative = folder.relative_to(root).as_posix()
             name = relative[: -len(GIT_SUFFIX)] if relative.endswith(GIT_SUFFIX) else relative
-            found.append(Repository(name, here))
+            found.append(Repository(name, folder))
             dirs.clear()
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))

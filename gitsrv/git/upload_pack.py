@@ -108,7 +108,7 @@ def _feed(process: subprocess.Popen[bytes], prefix: bytes, body: BinaryIO) -> No
 
 
 def sends_haves(prefix: bytes) -> bool:
-    """Whether the pkt-lines in `prefix` (the start of a request) include a `have` line."""
+    """Check whether the pkt-lines in `prefix`, the start of a request, include a `have` line."""
     position = 0
     while position + 4 <= len(prefix):
         try:
@@ -132,8 +132,8 @@ def choose_cache(repo: Path, body: BinaryIO, cache: PackCache | None) -> tuple[b
     """Read the start of the request and decide whether its pack may come from the cache.
 
     Only requests without `have` lines (clones, and fetches into empty
-    repositories) repeat often enough to be worth caching; an incremental
-    fetch is specific to one client's state, and starting the cache program
+    repositories) repeat often enough to be worth caching. An incremental
+    fetch is specific to one client's state, so starting the cache program
     for it costs more than it saves. A repository with a reachability bitmap
     is not cached either: there pack-objects answers a clone by reusing its
     pack almost verbatim, as fast as a cache hit. Returns the bytes read,

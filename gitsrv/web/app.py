@@ -105,9 +105,9 @@ class GitServer:
                 return text_response(405, "Method not allowed.", {"Allow": "POST"})
             return self._token_endpoint(request)
         if request.path == "/api/v1/token" or self.ci_api.matches(request.path):
-            identity, refusal = self._authenticate(request)
+            identity, error_response = self._authenticate(request)
             if identity is None:
-                return refusal
+                return error_response
             if request.path == "/api/v1/token":
                 return api.token_info(request, identity)
             return self.ci_api.dispatch(request, identity)
@@ -122,9 +122,9 @@ class GitServer:
         if service not in (UPLOAD_PACK, RECEIVE_PACK):
             return not_found()
 
-        identity, refusal = self._authenticate(request)
+        identity, error_response = self._authenticate(request)
         if identity is None:
-            return refusal
+            return error_response
 
         allowed_method = "GET" if endpoint == "info/refs" else "POST"
         if request.method != allowed_method:

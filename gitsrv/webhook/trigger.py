@@ -27,8 +27,8 @@ def accepted_refs(
     """Describe accepted ref updates, with new commits for created or updated branches.
 
     A created branch's new commits are those reachable from no ref that
-    existed before the push; an updated one's are those not reachable from
-    its old value.
+    existed before the push. An updated branch's new commits are those not
+    reachable from its old value.
     """
     other_tips = set(refs_before.values())
     described = []
